@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .core import InputError, check_shape, coordinate_grid, exists
 from .regions import AntiAliasInterpolation2d, Hourglass, region_colors
+from .warp import warp
 
 # %% auto #0
 __all__ = ['relative_affine', 'sparse_motions', 'region_to_gaussian', 'deform_source', 'dense_flow', 'mask_to_rgb',
@@ -91,8 +92,7 @@ def deform_source(image: torch.Tensor, # `b c h w` source (at the grids' resolut
     m = check_shape(sparse_motion, "b n h w 2", "sparse_motion", b=s["b"])
     n, h2, w2 = m["n"], m["h"], m["w"]
     repeated = image[:, None].expand(-1, n, -1, -1, -1).reshape(s["b"] * n, s["c"], s["h"], s["w"])
-    grids = sparse_motion.reshape(s["b"] * n, h2, w2, 2).to(image.dtype)
-    out = F.grid_sample(repeated, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = warp(repeated, sparse_motion.reshape(s["b"] * n, h2, w2, 2))             # one batched call for all candidates
     return out.view(s["b"], n, s["c"], h2, w2)
 
 # %% ../nbs/04_flow.ipynb #5821099b

@@ -427,6 +427,8 @@ def evaluate_lfae(model: LFAE, # a trained LFAE
                  ) -> dict[str, dict[str, float]]:
     """Reconstruction L1 / PSNR / SSIM and flow EPE of `model`, of 'copy the source' and of 'warp with the GT flow', over whole frames
     and over the moving region (`*_moving`: GT displacement > 0.5 px, or hidden in the source)."""
+    if not getattr(source, "has_flow", False):
+        raise InputError(f"evaluate_lfae needs ground-truth flow and occlusion (ProceduralActions); {type(source).__name__} has none.")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -137,5 +137,5 @@ def compose_flows(first: torch.Tensor, # applied first: `b h1 w1 2` (x, y), norm
     b = _check_flow(first, "first")["b"]
     _check_flow(second, "second", b=b)
     displacement = flow_to_displacement(first).permute(0, 3, 1, 2)
-    at_second = F.grid_sample(displacement, second.to(displacement.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    at_second = warp(displacement, second, padding_mode="border")
     return second + at_second.permute(0, 2, 3, 1)
