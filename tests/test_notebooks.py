@@ -19,5 +19,9 @@ def test_notebooks_found():
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook(nb):
-    ok, seconds = nbdev_test.test_nb(nb, skip_flags=SKIP, do_print=False)
+    import torch
+    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
+    try: ok, seconds = nbdev_test.test_nb(nb, skip_flags=SKIP, do_print=False)
+    finally:                                        # notebooks share this process: never let one's torch settings leak into the next
+        torch.set_grad_enabled(grad); torch.set_num_threads(threads)
     assert ok, f"{nb.name} failed (its traceback is printed above, in the captured stderr)"
