@@ -38,6 +38,7 @@ class LFAEConfig:
     region_num_blocks: int = 3
     temperature: float = 0.1             # softmax temperature of the region heatmaps
     scale_factor: float = 0.25           # region and flow predictors work at this fraction of the image size
+    region_scale_factor: float | None = None  # the region predictor's own input scale (None: scale_factor); 0.5 gives thin limbs more pixels
     pca_based: bool = True
     # background motion predictor
     bg_block_expansion: int = 16
@@ -179,7 +180,7 @@ class LFAE(nn.Module):
         self.region_predictor = RegionPredictor(
             block_expansion=c.region_block_expansion, num_regions=c.num_regions, num_channels=c.num_channels,
             max_features=c.region_max_features, num_blocks=c.region_num_blocks, temperature=c.temperature,
-            scale_factor=c.scale_factor, pca_based=c.pca_based)
+            scale_factor=default(c.region_scale_factor, c.scale_factor), pca_based=c.pca_based)
         self.bg_predictor = BackgroundMotionPredictor(
             block_expansion=c.bg_block_expansion, num_channels=c.num_channels, max_features=c.bg_max_features,
             num_blocks=c.bg_num_blocks)

@@ -51,12 +51,18 @@ def test_console_script(tmp_path):
     lfdm = _tool("lfdm")
     assert lfdm, "the `lfdm` console script is not installed (pip install -e .)"
     out = tmp_path / "demo.gif"
-    r = subprocess.run([lfdm, "demo", "--out", str(out), "--frames", "4"], capture_output=True, text=True)
+    r = subprocess.run([lfdm, "demo", "--out", str(out), "--steps", "3"], capture_output=True, text=True)
     assert r.returncode == 0 and out.stat().st_size > 0, r.stderr
     r = subprocess.run([lfdm, "demo", "--out", str(out), "--action", "moonwalk"], capture_output=True, text=True)
     assert r.returncode == 2 and "moonwalk" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([lfdm, "demo", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--action" in r.stdout
+    r = subprocess.run([lfdm, "sample", "--image", str(ROOT / "data_samples" / "stills" / "wave.png"), "--class", "jump",
+                        "--out", str(tmp_path / "s.mp4"), "--steps", "2"], capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "s.mp4").stat().st_size > 0, r.stderr
+    r = subprocess.run([lfdm, "sample", "--image", str(ROOT / "README.md"), "--class", "jump", "--out", str(tmp_path / "t.gif")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "README.md" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_package_has_no_undefined_names():
