@@ -246,10 +246,9 @@ class LFDM(nn.Module):
         "Warp and decode every frame: video `b 3 f H W` in [0, 1]."
         flows, occlusions = state_to_flows(states)                                      # b f h w 2, b f 1 h w
         b, f = flows.shape[:2]
-        frames = []
-        for i in range(f):
-            frames.append(self.lfae.decode(encoded, flows[:, i], occlusions[:, i]))
-        return torch.stack(frames, 2)
+        per_frame = type(encoded)(encoded.image.repeat_interleave(f, 0), [x.repeat_interleave(f, 0) for x in encoded.features])
+        frames = self.lfae.decode(per_frame, flows.flatten(0, 1), occlusions.flatten(0, 1))  # all b·f frames in one call
+        return frames.unflatten(0, (b, f)).transpose(1, 2)
 
     @torch.no_grad()
     def sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
