@@ -218,14 +218,17 @@ class LFDM(nn.Module):
                 states: torch.Tensor | None = None, # cached $s_0$ `b 3 f h w`
                 features: torch.Tensor | None = None, # cached $z$ `b C h w`
                 class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
+                noise: torch.Tensor | None = None, # the training noise, like `states` (drawn if None)
+                t: torch.Tensor | None = None, # timesteps `(b,)` (uniform if None)
+                null: torch.Tensor | None = None, # bool `(b,)`: which samples drop their class (drawn with `null_cond_prob` if None)
                ) -> torch.Tensor:
         "The diffusion training loss on a batch of clips (videos, or cached flows), with condition dropout `null_cond_prob`."
         if exists(videos): states, features = self.encode_videos(videos)
         if not (exists(states) and exists(features)): raise InputError("Give training videos, or both cached states and features.")
         b = len(states)
         cond = class_embeddings if self.config.unet.cond_mode == "embedding" else self.class_ids(classes, b)
-        null = torch.rand(b, device=states.device) < self.config.null_cond_prob
-        return self.diffusion(self.to_diffusion(states), features=features, cond=cond, null=null)
+        null = default(null, lambda: torch.rand(b, device=states.device) < self.config.null_cond_prob)
+        return self.diffusion(self.to_diffusion(states), noise, t, features=features, cond=cond, null=null)
 
     def denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
         "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (one batched U-Net call)."
