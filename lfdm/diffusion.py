@@ -61,10 +61,11 @@ class DiffusionSchedule:
                  timesteps: int = 1000, # T
                  betas: torch.Tensor | None = None, # or give the betas `(T,)` directly
                 ):
-        betas = beta_schedule(name, timesteps) if betas is None else torch.as_tensor(betas, dtype=torch.float64).cpu()
+        custom = betas is not None
+        betas = torch.as_tensor(betas, dtype=torch.float64).cpu() if custom else beta_schedule(name, timesteps)
         if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
             raise InputError("betas must be a 1-D table of values in (0, 1).")
-        self.name, self.timesteps = name if betas is None else "custom", len(betas)
+        self.name, self.timesteps = "custom" if custom else name, len(betas)
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = F.pad(abar[:-1], (1, 0), value=1.0)
         self.betas, self.alphas_cumprod, self.alphas_cumprod_prev = betas, abar, abar_prev
