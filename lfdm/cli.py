@@ -145,6 +145,23 @@ def _parser() -> argparse.ArgumentParser:
         if name == "finetune-decoder":
             t.add_argument("--data", default=None, help="folder of the new domain's videos (same as --set data.dataset=FOLDER)")
         t.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to RUN/log.csv)")
+    e = sub.add_parser("eval", help="score an LFDM checkpoint: classifier FVD, KID, accuracy, identity, stage one (JSON + Markdown)",
+                       description="Generate clips from held-out first frames of the procedural test split with an LFDM checkpoint and "
+                                   "score them against real clips with the bundled motion classifier (see 10_eval): classifier FVD, "
+                                   "KID, conditional accuracy, per-class and per-appearance FVD, identity (frame 0 / warped PSNR, "
+                                   "SSIM), and the LFAE's reconstruction, flow and occlusion scores. Writes OUT/metrics.json and "
+                                   "OUT/metrics.md. Real FVD needs an I3D you supply (--i3d).")
+    e.add_argument("--checkpoint", default=None, help="LFDM checkpoint (default: data_samples/lfdm_tiny.pt)")
+    e.add_argument("--out", default="outputs/eval", help="folder for metrics.json and metrics.md (default: %(default)s)")
+    e.add_argument("--clips-per-class", type=int, default=8, help="generated clips per class (default: %(default)s)")
+    e.add_argument("--steps", type=int, default=25, help="DDIM steps (default: %(default)s)")
+    e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    e.add_argument("--sampler", default=None, choices=["ddim", "ddpm"], help="sampler (default: the model's)")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    e.add_argument("--i3d", default=None, metavar="PATH", help="a TorchScript I3D file: adds real FVD (lfdm never downloads it)")
+    e.add_argument("--classifier", default=None, help="motion classifier (default: data_samples/motion_classifier.pt)")
+    e.add_argument("--stage1-clips", type=int, default=32, help="held-out clips for the stage-one scores, 0 to skip (default: %(default)s)")
+    e.add_argument("--device", default=None, help="cpu, cuda, mps (default: $LFDM_DEVICE, else the best available)")
     c = sub.add_parser("convert-official", help="convert the released LFDM checkpoints (MUG 128²) to an lfdm checkpoint",
                        description="Map the official release's LFAE (RegionMM_0100_S046500.pth) and DM (flowdiff_0005_S111600.pth) "
                                    "state dicts onto the `paper` presets, checking that every tensor is used once and every shape "
@@ -196,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.clips} clips to {path} (classes as folders, clips.csv with subjects)")
         elif args.command in ("train-lfae", "train-dm", "finetune-decoder"):
             return _train_command(args)
+        elif args.command == "eval":
+            from lfdm.eval import evaluate, format_metrics
+            for name, v in (("--clips-per-class", args.clips_per_class), ("--steps", args.steps)):
+                if v < 1: raise InputError(f"{name} must be at least 1, got {v}.")
+            if args.stage1_clips < 0: raise InputError(f"--stage1-clips must be 0 or more, got {args.stage1_clips}.")
+            result = evaluate(args.checkpoint, args.out, n_per_class=args.clips_per_class, steps=args.steps, guidance=args.guidance,
+                              sampler=args.sampler, i3d=args.i3d, seed=args.seed, classifier=args.classifier,
+                              stage1_clips=args.stage1_clips, device=args.device)
+            print(format_metrics(result))
         elif args.command == "convert-official":
             from lfdm.convert import convert_official
             kw = dict(class_names=[c.strip() for c in args.classes.split(",")]) if args.classes else {}

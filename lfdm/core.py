@@ -207,7 +207,7 @@ def _video_frames(path: Path, # a video file
     "Frames of a video file as `f h w 3` uint8, all of them or the first `upto + 1`."
     _check_video_file(path)
     try:
-        if path.suffix.lower() == ".gif": a = np.asarray(iio.imread(path, index=None, mode="RGB"))
+        if path.suffix.lower() == ".gif": a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
         else:
             a = []
             for i, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):   # streams: stops after the last frame needed
@@ -294,6 +294,9 @@ def to_uint8_frames(video: torch.Tensor, # `c f h w` float in [0, 1] (c = 1 or 3
                    ) -> np.ndarray:
     "A float video as `f h w 3` uint8, for writers and displays."
     check_shape(video, "c f h w", "video")
+    if not isinstance(video, torch.Tensor) or not video.is_floating_point():
+        raise InputError(f"video must be a float tensor in [0, 1], got {getattr(video, 'dtype', type(video).__name__)} (divide 8-bit frames by 255).")
+    if not torch.isfinite(video).all(): raise InputError("video contains NaN or infinite values; nothing can be written from it.")
     v = video.detach().float().cpu().clamp(0, 1)
     if v.shape[0] == 1: v = v.expand(3, *v.shape[1:])
     if v.shape[0] != 3: raise InputError(f"video must have 1 or 3 channels (c f h w), got {v.shape[0]} channels.")
@@ -306,6 +309,9 @@ def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
                ) -> Path:
     "Write a video atomically to GIF or MP4 (MP4 frames padded with black to multiples of 16). Returns the path."
     path = Path(path)
+    try: ok = 0 < float(fps) < float("inf")
+    except (TypeError, ValueError): ok = False
+    if not ok: raise InputError(f"fps must be a positive number, got {fps!r}.")
     if layout == "f c h w": video = video.transpose(0, 1)
     elif layout != "c f h w": raise InputError(f"layout must be 'c f h w' or 'f c h w', got {layout!r}.")
     frames = to_uint8_frames(video)

@@ -299,7 +299,9 @@ class ProceduralActions:
         if unknown: raise InputError(f"Unknown action(s) {unknown}; known actions: {', '.join(ACTIONS)}.")
         if len(actions) == 0: raise InputError("ProceduralActions needs at least one action.")
         for name, v, lo in (("num_clips", num_clips, 1), ("size", size, 8), ("length", length, 2), ("num_appearances", num_appearances, 1)):
-            if int(v) != v or v < lo: raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
+            try: ok = not isinstance(v, (bool, str)) and int(v) == v and v >= lo
+            except (TypeError, ValueError, OverflowError): ok = False       # None, 'abc', nan, inf, ...
+            if not ok: raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
         self.num_clips, self.size, self.len_, self.seed, self.split = int(num_clips), int(size), int(length), int(seed), split
         self.num_appearances, self.classes = int(num_appearances), list(actions)
         self._split_code = 0 if split == "train" else 1

@@ -34,6 +34,8 @@ def beta_schedule(name: str = "cosine", # 'linear' or 'cosine'
     if not isinstance(timesteps, int) or timesteps < 1: raise InputError(f"timesteps must be a positive int, got {timesteps!r}.")
     if name == "linear":
         scale = 1000 / timesteps
+        if scale * 0.02 >= 1: raise InputError(f"The linear schedule needs timesteps > 20 (its last beta, 0.02 · 1000 / T, must stay below 1); "
+                                               f"got {timesteps}. Use the cosine schedule for short chains.")
         return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
     if name == "cosine":
         x = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps

@@ -189,11 +189,13 @@ class LFAE(nn.Module):
             nn.init.constant_(self.generator.pixelwise_flow_predictor.occlusion.bias, c.occlusion_bias_init)
 
     def check_images(self, x: torch.Tensor, name: str = "image") -> torch.Tensor:
-        "Raise `InputError` unless `x` is `b 3 H W` float at the configured size."
+        "Raise `InputError` unless `x` is a `b 3 H W` float tensor at the configured size; return it in the weights' dtype."
+        if not isinstance(x, torch.Tensor): raise InputError(f"{name} must be a torch tensor (b, 3, H, W), got a {type(x).__name__}.")
         s = self.config.image_size
         check_shape(x, "b c h w", name, c=self.config.num_channels, h=s, w=s)
         if not x.is_floating_point(): raise InputError(f"{name} must be a float tensor in [0, 1], got {x.dtype}.")
-        return x
+        dtype = next(self.parameters()).dtype                                   # float64 images would fail inside the first conv
+        return x if x.dtype == dtype else x.to(dtype)
 
     def encode(self, image: torch.Tensor) -> Encoded:
         "z = Phi(image) and the finer features: see `Encoded`."
@@ -201,8 +203,8 @@ class LFAE(nn.Module):
 
     def motion(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict, dict, torch.Tensor, dict]:
         "Region parameters of both frames, the background affine, and the flow predictor's output."
-        source_regions = self.region_predictor(self.check_images(source, "source"))
-        driving_regions = self.region_predictor(self.check_images(driving, "driving"))
+        source, driving = self.check_images(source, "source"), self.check_images(driving, "driving")
+        source_regions, driving_regions = self.region_predictor(source), self.region_predictor(driving)
         bg_params = self.bg_predictor(source, driving)
         motion = self.generator.pixelwise_flow_predictor(source, driving_regions, source_regions, bg_params)
         return source_regions, driving_regions, bg_params, motion
@@ -220,7 +222,7 @@ class LFAE(nn.Module):
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> LFAEOutput:
         source_regions, driving_regions, bg_params, motion = self.motion(source, driving)
-        generated = self.generator.decode(self.generator.encode(source), motion["flow"], motion["occlusion"])
+        generated = self.generator.decode(self.encode(source), motion["flow"], motion["occlusion"])
         return LFAEOutput(generated, motion["flow"], motion["occlusion"], source_regions, driving_regions, bg_params, motion)
 
 # %% ../nbs/05_lfae.ipynb #a24125ee

@@ -67,9 +67,11 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
                          "Use an intact copy.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is a torch file but not an lfdm checkpoint (released LFDM checkpoints must be converted first).")
+    if not isinstance(ckpt.get("kind"), str):
+        raise InputError(f"{path} has the lfdm checkpoint format but no kind ('lfae', 'lfdm', ...): it was not written by lfdm. Use an intact copy.")
     if exists(kind) and ckpt["kind"] != kind:
-        raise InputError(f"{path} is a checkpoint of the {ckpt['kind'].upper()} ({'stage one' if ckpt['kind'] == 'lfae' else 'stage two'}), "
-                         f"but a {kind.upper()} checkpoint is needed here.")
+        stage = {"lfae": " (stage one)", "lfdm": " (stage two)"}.get(ckpt["kind"], "")
+        raise InputError(f"{path} is a checkpoint of the {ckpt['kind'].upper()}{stage}, but a {kind.upper()} checkpoint is needed here.")
     return ckpt
 
 def config_from_dict(cls, d: dict, name: str = "config"):
@@ -166,6 +168,8 @@ class LFDM(nn.Module):
             if classes.is_floating_point(): raise InputError(f"classes must be names or integer ids, got a {classes.dtype} tensor.")
             ids = classes.long().flatten().tolist()
         else:
+            if not isinstance(classes, (str, int, np.integer, list, tuple)):
+                raise InputError(f"classes must be a name, an integer id, or a list of them; got {classes!r}.")
             items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
             ids = []
             for x in items:
@@ -267,9 +271,11 @@ class LFDM(nn.Module):
                return_states: bool = False, # also return the generated $s_0$
               ):
         "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (approximately: it is decoded like every frame)."
+        if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
         if image.ndim == 3: image = image[None]
         image = self.lfae.check_images(image, "image")
-        if image.min() < 0 or image.max() > 1: raise InputError("image values must be in [0, 1] (divide 8-bit images by 255).")
+        if not ((image >= 0) & (image <= 1)).all():                             # also catches NaN, which fails every comparison
+            raise InputError("image values must be in [0, 1], without NaN or infinity (divide 8-bit images by 255).")
         c = self.config
         b = len(image)
         if c.unet.cond_mode == "embedding":

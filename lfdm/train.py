@@ -183,8 +183,10 @@ def config_from_yaml(path: str | Path, # a YAML file written by `save_config` (o
     "Read a run config from YAML; keys it leaves out keep `base`'s values."
     path = Path(path)
     if not path.is_file(): raise InputError(f"Config file {path} does not exist.")
-    try: d = yaml.safe_load(path.read_text())
+    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e: raise InputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError: raise InputError(f"{path} is not a text (UTF-8) file: a config must be YAML text.") from None
+    except OSError as e: raise InputError(f"Cannot read config file {path}: {e.strerror or e}.") from None
     if d is None: d = {}
     if not isinstance(d, dict): raise InputError(f"{path} must hold a mapping of settings (data:, lfae:, dm:, ...), got {type(d).__name__}.")
     return structure(Config, _merge(config_to_dict(default(base, Config.tiny)), d, "config"), "config")
@@ -514,6 +516,7 @@ def _train(stage, config, tc, run, resume, lfae, progress, stop_after, device, r
         _set_rng_state(tr["rng"])
     if step >= tc.steps:
         return TrainResult(run, step, Path(resume) if resume not in (True, False) else latest_checkpoint(run), [], seconds=0.0)
+    make_source(config.data, config.dm.classes if stage == "dm" else None)     # bad data fails here, before the run folder is touched
     if is_main:
         (run / "checkpoints").mkdir(parents=True, exist_ok=True)
         for stale in (run / "checkpoints").glob(".step_*"): stale.unlink()     # half-written temporaries of a killed run
