@@ -8,8 +8,8 @@ with lfdm.eval's motion classifier against one set of real held-out clips: class
 features; the 'real held-out' row is its floor at this clip count), KID and conditional accuracy. Seconds per video are
 wall-clock, decoding included, on the chosen device. Writes a Markdown table to stdout, and sampling.json and sampling.png to --out.
 
-Costs on a 2-core CPU with the bundled tiny model (one thread, about 1.7 s per U-Net call on a batch of 8 clips): DDPM-1000 takes
-about 28 minutes per batch of 8 clips; guidance w != 1 doubles the cost of every step. On a GPU the whole grid takes minutes.
+Costs on a 2-core CPU with the bundled tiny model (one thread, about 1.3 s per U-Net call on a batch of 8 clips): DDPM-1000 takes
+about 22 minutes per batch of 8 clips (measured: 164.5 s per video; the whole default grid at --clips-per-class 1 took 45 min); guidance w != 1 doubles the cost of every step. On a GPU the whole grid takes minutes.
 """
 import argparse
 import json
