@@ -168,7 +168,7 @@ class LFDM(nn.Module):
             if classes.is_floating_point(): raise InputError(f"classes must be names or integer ids, got a {classes.dtype} tensor.")
             ids = classes.long().flatten().tolist()
         else:
-            if not isinstance(classes, (str, int, np.integer, list, tuple)):
+            if not isinstance(classes, (str, int, np.integer)) and not hasattr(classes, "__iter__"):   # 1.5, None, ...
                 raise InputError(f"classes must be a name, an integer id, or a list of them; got {classes!r}.")
             items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
             ids = []
