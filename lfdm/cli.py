@@ -215,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
             return _train_command(args)
         elif args.command == "eval":
             from lfdm.eval import evaluate, format_metrics
-            for name, v in (("--clips-per-class", args.clips_per_class), ("--steps", args.steps)):
-                if v < 1: raise InputError(f"{name} must be at least 1, got {v}.")
-            if args.stage1_clips < 0: raise InputError(f"--stage1-clips must be 0 or more, got {args.stage1_clips}.")
             result = evaluate(args.checkpoint, args.out, n_per_class=args.clips_per_class, steps=args.steps, guidance=args.guidance,
                               sampler=args.sampler, i3d=args.i3d, seed=args.seed, classifier=args.classifier,
                               stage1_clips=args.stage1_clips, device=args.device)

@@ -585,6 +585,8 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
             ) -> dict:
     "Evaluate an LFDM on held-out procedural clips; write `metrics.json` and `metrics.md` to `out_dir`; return the metrics."
     t_start = time.perf_counter()
+    for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0)):
+        if not isinstance(v, int) or v < lo: raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")   # before any work
     say = print if log else (lambda *a, **k: None)
     device = get_device(device)
     if isinstance(checkpoint, LFDM): model, name, ident = checkpoint.to(device).eval(), "(model in memory)", None
