@@ -430,7 +430,7 @@ def load_i3d(path: str | Path | None, # the TorchScript file
             ) -> torch.jit.ScriptModule:
     "Load a user-supplied I3D (TorchScript) for real FVD; an `InputError` naming the file needed if there is none or it cannot be read."
     if path is None:
-        raise InputError(f"Real FVD needs I3D weights, which lfdm cannot download: pass i3d=PATH, {I3D_INTERFACE}.")
+        raise InputError(f"Real FVD needs I3D weights, which lfdm cannot download: pass i3d=PATH (`lfdm eval --i3d PATH` on the command line), {I3D_INTERFACE}.")
     path = Path(path).expanduser()
     if not path.is_file(): raise InputError(f"I3D file {path} does not exist. Real FVD needs {I3D_INTERFACE}.")
     try: model = torch.jit.load(str(path), map_location=device)
@@ -671,7 +671,7 @@ def format_metrics(result: dict) -> str:
             lines.append(f"| {label}: accuracy | " + " | ".join(f"{a:.0%}" for a in pc["accuracy"]) + " |")
             lines.append(f"| {label}: FVD | " + " | ".join("–" if not (f is not None and math.isfinite(f)) else f"{f:.1f}" for f in pc["fvd"]) + " |")
     if result.get("stage1"): lines += ["", "## Stage one (LFAE)", "", format_stage1(result["stage1"])]
-    if not result.get("i3d"): lines += ["", f"No I3D FVD: pass i3d=PATH, {I3D_INTERFACE}."]
+    if not result.get("i3d"): lines += ["", f"No I3D FVD: pass i3d=PATH (`lfdm eval --i3d PATH` on the command line), {I3D_INTERFACE}."]
     return "\n".join(lines)
 
 # %% ../nbs/10_eval.ipynb #e7096db5
