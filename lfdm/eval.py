@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +29,15 @@ from .lfdm import LFDM, bundled_checkpoint, config_from_dict, load_checkpoint, l
 from .warp import resize_flow, resize_occlusion, warp
 
 # %% auto #0
-__all__ = ['CLASSIFIER_FILE', 'I3D_INTERFACE', 'render_clips', 'as_float_video', 'MotionClassifierConfig', 'MotionClassifier',
-           'augment_clips', 'classify', 'accuracy', 'train_motion_classifier', 'save_motion_classifier',
-           'load_motion_classifier', 'confusion_matrix', 'plot_confusion', 'gaussian_frechet_distance',
-           'mean_and_covariance', 'frechet_distance', 'classifier_fvd', 'polynomial_kernel', 'mmd2_unbiased', 'kid',
-           'conditional_accuracy', 'mean_std', 'grouped_frechet', 'identity_metrics', 'occlusion_iou',
-           'occlusion_scores', 'evaluate_stage1', 'format_stage1', 'load_i3d', 'i3d_features', 'i3d_fvd',
-           'evaluation_indices', 'evaluation_clips', 'generate_clips', 'reconstruct_clips', 'checkpoint_sha256',
-           'jsonable', 'evaluate', 'format_metrics', 'plot_per_class', 'plot_real_vs_generated', 'sampling_configs',
-           'benchmark_sampling', 'format_benchmark', 'plot_benchmark']
+__all__ = ['CLASSIFIER_FILE', 'I3D_HOW', 'I3D_INTERFACE', 'render_clips', 'as_float_video', 'MotionClassifierConfig',
+           'MotionClassifier', 'augment_clips', 'classify', 'accuracy', 'train_motion_classifier',
+           'save_motion_classifier', 'load_motion_classifier', 'confusion_matrix', 'plot_confusion',
+           'gaussian_frechet_distance', 'mean_and_covariance', 'frechet_distance', 'classifier_fvd',
+           'polynomial_kernel', 'mmd2_unbiased', 'kid', 'conditional_accuracy', 'mean_std', 'grouped_frechet',
+           'identity_metrics', 'occlusion_iou', 'occlusion_scores', 'evaluate_stage1', 'format_stage1', 'load_i3d',
+           'i3d_features', 'i3d_fvd', 'evaluation_indices', 'evaluation_clips', 'generate_clips', 'reconstruct_clips',
+           'checkpoint_sha256', 'jsonable', 'evaluate', 'format_metrics', 'plot_per_class', 'plot_real_vs_generated',
+           'sampling_configs', 'benchmark_sampling', 'format_benchmark', 'plot_benchmark']
 
 # %% ../nbs/10_eval.ipynb #485912a0
 def render_clips(source, # a clip source with labels (`ProceduralActions`)
@@ -422,6 +423,7 @@ def format_stage1(result: dict) -> str:
             f"on visible ones {r['occlusion_on_visible']:.3f}.")
 
 # %% ../nbs/10_eval.ipynb #5b25cb49
+I3D_HOW = "pass i3d=PATH (`lfdm eval --i3d PATH` on the command line)"   # how to give real FVD its weights
 I3D_INTERFACE = ("a TorchScript file (torch.jit.save) of an I3D network that takes float32 videos `b 3 t 224 224` (RGB, values in "
                  "[-1, 1], t = 16 frames) and returns `b 400` Kinetics-400 logits (as the original FVD) or `b d` features")
 
@@ -430,7 +432,7 @@ def load_i3d(path: str | Path | None, # the TorchScript file
             ) -> torch.jit.ScriptModule:
     "Load a user-supplied I3D (TorchScript) for real FVD; an `InputError` naming the file needed if there is none or it cannot be read."
     if path is None:
-        raise InputError(f"Real FVD needs I3D weights, which lfdm cannot download: pass i3d=PATH (`lfdm eval --i3d PATH` on the command line), {I3D_INTERFACE}.")
+        raise InputError(f"Real FVD needs I3D weights, which lfdm cannot download: {I3D_HOW}, {I3D_INTERFACE}.")
     path = Path(path).expanduser()
     if not path.is_file(): raise InputError(f"I3D file {path} does not exist. Real FVD needs {I3D_INTERFACE}.")
     try: model = torch.jit.load(str(path), map_location=device)
@@ -586,7 +588,9 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     "Evaluate an LFDM on held-out procedural clips; write `metrics.json` and `metrics.md` to `out_dir`; return the metrics."
     t_start = time.perf_counter()
     for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0)):
-        if not isinstance(v, int) or v < lo: raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")   # before any work
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:                   # numpy ints too; before any work
+            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
+    n_per_class, stage1_clips, steps = int(n_per_class), int(stage1_clips), None if steps is None else int(steps)   # plain ints for the JSON
     say = print if log else (lambda *a, **k: None)
     device = get_device(device)
     if isinstance(checkpoint, LFDM): model, name, ident = checkpoint.to(device).eval(), "(model in memory)", None
@@ -671,7 +675,7 @@ def format_metrics(result: dict) -> str:
             lines.append(f"| {label}: accuracy | " + " | ".join(f"{a:.0%}" for a in pc["accuracy"]) + " |")
             lines.append(f"| {label}: FVD | " + " | ".join("–" if not (f is not None and math.isfinite(f)) else f"{f:.1f}" for f in pc["fvd"]) + " |")
     if result.get("stage1"): lines += ["", "## Stage one (LFAE)", "", format_stage1(result["stage1"])]
-    if not result.get("i3d"): lines += ["", f"No I3D FVD: pass i3d=PATH (`lfdm eval --i3d PATH` on the command line), {I3D_INTERFACE}."]
+    if not result.get("i3d"): lines += ["", f"No I3D FVD: {I3D_HOW}, {I3D_INTERFACE}."]
     return "\n".join(lines)
 
 # %% ../nbs/10_eval.ipynb #e7096db5
