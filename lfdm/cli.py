@@ -10,21 +10,24 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from .core import InputError, coordinate_grid, flow_to_rgb, load_image, write_video
+from .core import (InputError, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
+                       flow_to_rgb, get_device, load_image, read_video, write_video)
 from .data import ACTIONS
 from .diffusion import state_to_flows
-from .lfdm import bundled_checkpoint, load_lfdm
+from .lfdm import MAX_GUIDANCE, bundled_checkpoint, load_lfdm
 from .train import apply_overrides, config_from_yaml, make_dataset, preset, PRESETS, train
 from .warp import resize_flow, resize_occlusion
 
 # %% auto #0
-__all__ = ['SAMPLE_IMAGE', 'flow_panel', 'sample', 'demo', 'main']
+__all__ = ['DEMO_ACTION', 'flow_panel', 'demo_files', 'sample', 'demo', 'main']
 
 # %% ../nbs/11_cli.ipynb #bef5d205
 def flow_panel(clip: dict, # video (3 F H W), flow (F h w 2) and occlusion (F 1 h w): a `ProceduralActions.read` output or a generated clip
+               beside: torch.Tensor | None = None, # another clip `3 F' H' W'` to show on the left (e.g. the real clip), resampled to F frames of H x W
               ) -> torch.Tensor:
-    "Frames | flow colours | occlusion, side by side: `(3, F, H, 3W)`."
+    "Frames | flow colours | occlusion, side by side: `(3, F, H, 3W)`; with `beside`, that clip first: `(3, F, H, 4W)`."
     v, flow, occ = clip["video"], clip["flow"], clip["occlusion"]
     H, W = v.shape[-2:]
     flow, occ = resize_flow(flow, (H, W)), resize_occlusion(occ, (H, W))
@@ -32,10 +35,22 @@ def flow_panel(clip: dict, # video (3 F H W), flow (F h w 2) and occlusion (F 1 
     disp = flow - coordinate_grid(H, W)
     scale = float(disp.norm(dim=-1).max().clamp(min=1e-6))
     colours = torch.stack([flow_to_rgb(disp[i], max_norm=scale) for i in range(n)], 1)
-    return torch.cat([v, colours, occ.transpose(0, 1).expand(3, -1, -1, -1)], dim=-1)
+    parts = [v, colours, occ.transpose(0, 1).expand(3, -1, -1, -1)]
+    if beside is not None:
+        check_shape(beside, "c f h w", "the clip shown beside", c=3)
+        idx = torch.linspace(0, beside.shape[1] - 1, n).round().long()               # the same number of frames, evenly spread
+        other = F.interpolate(beside[:, idx].float(), size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+        parts.insert(0, other.clamp(0, 1))
+    return torch.cat(parts, dim=-1)
 
 # %% ../nbs/11_cli.ipynb #5865be36
-SAMPLE_IMAGE = "stills/turn.png"     # the demo's input: a held-out appearance in data_samples/
+DEMO_ACTION = "wave"                # the README's picture: a class the bundled model does well (see MODEL_CARD.md)
+
+def demo_files(action: str) -> tuple[Path, Path]:
+    "The bundled first frame `stills/<action>.png` and real clip `clips/<action>.gif` of a held-out appearance in data_samples/."
+    if action not in ACTIONS: raise InputError(f"Unknown action {action!r}; the demo knows: {', '.join(ACTIONS)}.")
+    folder = bundled_checkpoint().parent
+    return folder / "stills" / f"{action}.png", folder / "clips" / f"{action}.gif"
 
 def sample(image: str | Path, # first frame: any image file (resized to the model's size, padded to a square)
            cls: str, # the class to generate
@@ -48,13 +63,17 @@ def sample(image: str | Path, # first frame: any image file (resized to the mode
            fps: float = 8.0,
            panel: bool = False, # write frames | flow | occlusion instead of the frames alone
            device: str | None = None,
+           beside: str | Path | None = None, # a video to show on the left of the panel (e.g. the real clip that starts with `image`)
           ) -> Path:
-    "Generate a video of `cls` starting from `image` and write it to `out`; returns the path."
-    out = Path(out)
-    if out.suffix.lower() not in (".gif", ".mp4"): raise InputError(f"Output must end in .gif or .mp4, got {out.name!r}.")
+    "Generate a video of `cls` starting from `image` and write it to `out`; returns the path. Options are checked before any work."
+    out = check_output_path(out, (".gif", ".mp4"))
     if sampler not in (None, "ddim", "ddpm"): raise InputError(f"Unknown sampler {sampler!r}; choose ddim or ddpm.")
-    from lfdm.core import get_device
-    model = load_lfdm(checkpoint if checkpoint is not None else bundled_checkpoint(), device=get_device(device))
+    if steps is not None: check_int(steps, "the number of sampling steps (--steps)", 1)
+    if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
+    seed, fps, dev = check_seed(seed), check_fps(fps), get_device(device)
+    load_image(image, warn=False)                                     # a missing or broken image is reported before the model loads
+    other = read_video(beside) if beside is not None else None        # so is a bad clip to show beside
+    model = load_lfdm(checkpoint if checkpoint is not None else bundled_checkpoint(), device=dev)
     if cls not in model.classes: raise InputError(f"Unknown class {cls!r}; this model knows: {', '.join(model.classes)}.")
     dev = next(model.parameters()).device
     embedding = None
@@ -69,29 +88,32 @@ def sample(image: str | Path, # first frame: any image file (resized to the mode
     video = video[0].cpu()
     if panel:
         flow, occ = state_to_flows(states[0].cpu())
-        video = flow_panel(dict(video=video, flow=flow, occlusion=occ))
+        video = flow_panel(dict(video=video, flow=flow, occlusion=occ), beside=other)
+    elif other is not None: raise InputError("beside= shows a clip next to the panel: use it with panel=True (--panel).")
     return write_video(video, out, fps=fps)
 
 # %% ../nbs/11_cli.ipynb #e12b02f4
 def demo(out: str | Path = "outputs/demo.gif", # output file (.gif or .mp4)
-         action: str = "wave", # which class to generate
+         action: str = DEMO_ACTION, # which class to generate
          seed: int = 0, # sampling seed
          steps: int = 25, # DDIM steps
          fps: float = 8.0,
         ) -> Path:
-    "Generate `action` from the bundled sample image with the bundled tiny models: frames | flow | occlusion, to `out`."
-    image = bundled_checkpoint().parent / SAMPLE_IMAGE
-    return sample(image, action, out, steps=steps, seed=seed, fps=fps, panel=True)
+    """Generate `action` with the bundled tiny models from the first frame of a bundled held-out clip of that action, and write
+    real clip | generated frames | generated flow | generated occlusion to `out`."""
+    image, real = demo_files(action)
+    return sample(image, action, out, steps=steps, seed=seed, fps=fps, panel=True, beside=real)
 
 # %% ../nbs/11_cli.ipynb #71d7d3cd
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lfdm", description="Latent Flow Diffusion Models: conditional image-to-video generation.")
     sub = p.add_subparsers(dest="command", metavar="command")
-    d = sub.add_parser("demo", help="generate a demo video with the bundled tiny models (frames | flow | occlusion)",
-                       description="Generate a video from the bundled sample image with the bundled tiny models, shown next to its "
-                                   "generated flow (colour wheel: hue = direction, saturation = length) and occlusion (white = visible).")
+    d = sub.add_parser("demo", help="generate a demo video with the bundled tiny models (real | generated | flow | occlusion)",
+                       description="Generate a video with the bundled tiny models from the first frame of a bundled held-out clip, "
+                                   "shown between that real clip and the generated flow (colour wheel: hue = direction, saturation = "
+                                   "length) and occlusion (white = visible).")
     d.add_argument("--out", default="outputs/demo.gif", help="output file, .gif or .mp4 (default: %(default)s)")
-    d.add_argument("--action", default="wave", help=f"one of {', '.join(ACTIONS)} (default: %(default)s)")
+    d.add_argument("--action", default=DEMO_ACTION, help=f"one of {', '.join(ACTIONS)} (default: %(default)s)")
     d.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     d.add_argument("--steps", type=int, default=25, help="DDIM steps (default: %(default)s)")
     d.add_argument("--fps", type=float, default=8.0, help="frames per second (default: %(default)s)")
@@ -131,12 +153,15 @@ def _parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=help_, description=desc + " Settings: --preset, then --config, then each --set, in that order.",
                            epilog="examples: --set dm_train.steps=2000 --set dm.lr=1e-4 --set data.dataset=videos/ --set data.split=null")
         t.add_argument("--run-dir", dest="run", required=True, help="the run folder (created; with --resume, the run to continue)")
-        t.add_argument("--preset", default="tiny", choices=list(PRESETS), help="starting point of the settings (default: %(default)s)")
+        t.add_argument("--preset", default=None, choices=list(PRESETS), help="starting point of a new run's settings (default: tiny)")
         t.add_argument("--config", default=None, help="a YAML file of settings (e.g. a run's config.yaml), applied over the preset")
         t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. lfae.lr=1e-4 (repeatable; values in YAML syntax)")
         t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                       help="continue the run from its newest checkpoint (or from CHECKPOINT)")
+                       help="continue the run from its newest checkpoint (or from CHECKPOINT), with the run's own config.yaml; "
+                            "--set changes only the keys given (and the changes are printed)")
+        t.add_argument("--overwrite", action="store_true",
+                       help="start a new run in a folder that holds one: the old run is moved aside to RUN.old-<time>, never deleted")
         if name != "train-lfae":
             t.add_argument("--lfae", default=None, help="the trained stage-one checkpoint (an LFAE or LFDM file)")
         if name != "finetune-decoder":
@@ -161,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--i3d", default=None, metavar="PATH", help="a TorchScript I3D file: adds real FVD (lfdm never downloads it)")
     e.add_argument("--classifier", default=None, help="motion classifier (default: data_samples/motion_classifier.pt)")
     e.add_argument("--stage1-clips", type=int, default=32, help="held-out clips for the stage-one scores, 0 to skip (default: %(default)s)")
+    e.add_argument("--data-seed", type=int, default=0, help="seed of the procedural test set: another seed draws other held-out "
+                                                            "appearances and motions (default: %(default)s)")
+    e.add_argument("--no-gifs", action="store_true", help="do not write OUT/gifs/<class>.gif (real | LFAE reconstruction | generated)")
     e.add_argument("--device", default=None, help="cpu, cuda, mps (default: $LFDM_DEVICE, else the best available)")
     c = sub.add_parser("convert-official", help="convert the released LFDM checkpoints (MUG 128²) to an lfdm checkpoint",
                        description="Map the official release's LFAE (RegionMM_0100_S046500.pth) and DM (flowdiff_0005_S111600.pth) "
@@ -177,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_config(args):
     "The run's config from --preset, --config and --set (in that order)."
-    config = preset(args.preset)
+    config = preset(args.preset or "tiny")
     if args.config: config = config_from_yaml(args.config, base=config)
     overrides = list(args.overrides)
     if getattr(args, "data", None): overrides.append(f"data.dataset={args.data}")
@@ -185,25 +213,62 @@ def _run_config(args):
 
 def _train_command(args) -> int:
     stage = {"train-lfae": "lfae", "train-dm": "dm", "finetune-decoder": "decoder"}[args.command]
+    if args.resume:                           # a resumed run keeps its own settings (RUN/config.yaml); each --set changes one of them
+        for flag, given in (("--config", args.config), ("--preset", args.preset), ("--overwrite", args.overwrite)):
+            if given: raise InputError(f"--resume continues the run with its own config.yaml; {flag} cannot be combined with it "
+                                       "(change single settings with --set KEY=VALUE).")
+        config, overrides = None, list(args.overrides) + ([f"data.dataset={args.data}"] if getattr(args, "data", None) else [])
+    else: config, overrides = _run_config(args), []
     try:
-        result = train(stage, _run_config(args), args.run, resume=args.resume, lfae=getattr(args, "lfae", None),
-                       progress=not args.no_progress, init=getattr(args, "init", None))
+        result = train(stage, config, args.run, resume=args.resume, lfae=getattr(args, "lfae", None),
+                       progress=not args.no_progress, init=getattr(args, "init", None), overrides=overrides, overwrite=args.overwrite)
     except FloatingPointError as e:
         print(f"lfdm {args.command}: stopped: {e}", file=sys.stderr); return 1
     if result.interrupted: return 130
     print(f"{args.command}: {result.step} steps; checkpoint {result.checkpoint}")
     return 0
 
+def _check_dataset_folder(out: str) -> Path:
+    "make-dataset's folder: new (or empty), writable, and not the current folder or one above it."
+    if not str(out).strip(): raise InputError("The dataset folder name is empty: give the name of a new folder.")
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"{path} already exists and is not an empty folder; choose a new folder (nothing was written).")
+    check_output_path(path, folder=True)
+    here, full = Path.cwd().resolve(), path.resolve()
+    if full == here or full in here.parents:
+        raise InputError(f"{out} is the current folder (or one above it); give the name of a new folder, e.g. {path / 'clips'}.")
+    return path
+
+def _check_options(args):
+    "The checks of each command that need no model or data: ranges of numbers and output paths. Raise `InputError`."
+    if args.command == "make-dataset":
+        _check_dataset_folder(args.out)
+        check_int(args.clips, "num_clips", 1)                      # the words make_dataset itself uses for 0 clips ...
+        check_int(args.clips, "num_clips (--clips)", 1, 1_000_000)  # ... then a generous upper bound
+        check_int(args.size, "size (--size)", 8, 512); check_int(args.length, "length (--length)", 2, 256)
+        check_seed(args.seed)
+    elif args.command == "eval":
+        check_output_path(args.out, folder=True)
+        check_int(args.clips_per_class, "--clips-per-class", 1, 10_000); check_int(args.stage1_clips, "--stage1-clips", 0, 100_000)
+        check_seed(args.data_seed, "--data-seed")
+        check_int(args.steps, "the number of sampling steps (--steps)", 1)
+        if args.guidance is not None: check_number(args.guidance, "guidance", 0, MAX_GUIDANCE)
+        check_seed(args.seed); get_device(args.device)
+    elif args.command == "convert-official": check_output_path(args.out, suffixes=None)
+    elif args.command in ("train-lfae", "train-dm", "finetune-decoder"): check_output_path(args.run, folder=True)
+
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors)."
+    "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors, 130 after Ctrl-C)."
     p = _parser()
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help(); return 2
     try:
+        _check_options(args)
         if args.command == "demo":
             path = demo(args.out, args.action, args.seed, args.steps, args.fps)
-            print(f"wrote {path} (generated frames | flow | occlusion of {args.action!r} from data_samples/{SAMPLE_IMAGE})")
+            print(f"wrote {path} (real clip | generated frames | flow | occlusion of {args.action!r}, from data_samples/stills/{args.action}.png)")
         elif args.command == "sample":
             path = sample(args.image, args.cls, args.out, args.checkpoint, args.steps, args.guidance, args.sampler, args.seed, args.fps,
                           args.panel, args.device)
@@ -217,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             from lfdm.eval import evaluate, format_metrics
             result = evaluate(args.checkpoint, args.out, n_per_class=args.clips_per_class, steps=args.steps, guidance=args.guidance,
                               sampler=args.sampler, i3d=args.i3d, seed=args.seed, classifier=args.classifier,
-                              stage1_clips=args.stage1_clips, device=args.device)
+                              stage1_clips=args.stage1_clips, device=args.device, data_seed=args.data_seed, gifs=not args.no_gifs)
             print(format_metrics(result))
         elif args.command == "convert-official":
             from lfdm.convert import convert_official
@@ -228,3 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"lfdm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:                  # Ctrl-C: atomic writes have already removed their temporary files
+        print("Interrupted.", file=sys.stderr)
+        return 130

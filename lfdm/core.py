@@ -5,9 +5,12 @@
 # %% ../nbs/00_core.ipynb #d2fd01b3
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import random
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -18,13 +21,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'InputError', 'exists', 'default', 'get_device', 'seed_everything',
-           'check_shape', 'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video',
+__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RANGE_TOLERANCE', 'InputError', 'exists', 'default',
+           'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image', 'list_frames',
+           'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
            'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'flow_to_rgb', 'color_wheel',
-           'show_image', 'show_flow', 'show_grid', 'show_video']
+           'show_image', 'show_flow', 'show_grid', 'show_video', 'slow_cell_transformer', 'skip_slow_cells']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -134,14 +138,32 @@ def _fit_square(x: torch.Tensor, size: tuple[int, int], fit: str) -> torch.Tenso
     x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=antialias).clamp(0, 1)
     return x.reshape(*lead, *x.shape[-3:])
 
+MAX_SIDE = 8192     # largest image side that `size` may ask for (a 8192² RGB float image is 0.8 GB)
+
+def _whole(x) -> bool:
+    "True for an int (or a float with no fractional part), False for bools, strings and everything else."
+    if isinstance(x, (bool, np.bool_)): return False
+    if isinstance(x, (int, np.integer)): return True
+    return isinstance(x, (float, np.floating)) and math.isfinite(x) and float(x).is_integer()
+
 def _as_size(size) -> tuple[int, int] | None:
+    "`size` (an int, or a pair of ints: height, width) as `(h, w)`; None stays None. Strings are refused, not split into digits."
     if size is None: return None
-    if isinstance(size, int): size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1: raise InputError(f"size must be a positive int or (height, width), got {size!r}.")
+    if _whole(size): size = (size, size)
+    if isinstance(size, (str, bytes)) or not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_whole(s) for s in size):
+        hint = " (a string: pass a number, e.g. size=64)" if isinstance(size, (str, bytes)) else ""
+        raise InputError(f"size must be a positive int or a (height, width) pair of ints, got {size!r}{hint}.")
+    size = (int(size[0]), int(size[1]))
+    if not all(1 <= s <= MAX_SIDE for s in size):
+        raise InputError(f"size must be a positive int or a (height, width) pair of ints from 1 to {MAX_SIDE}, got {size!r}.")
     return size
 
 # %% ../nbs/00_core.ipynb #fb6a5363
+def _upright(im: Image.Image) -> Image.Image:
+    "The image turned as its EXIF orientation tag says (phones store portraits sideways plus a tag); unchanged without a tag."
+    try: return ImageOps.exif_transpose(im)
+    except Exception: return im          # a broken EXIF block: show the pixels as stored rather than refuse the image
+
 def load_image(path: str | Path, # any image file Pillow can read
                size: int | tuple[int, int] | None = None, # output (h, w) or side; None keeps the file's size
                fit: str = "crop", # how to reach `size`: 'crop' (centre square), 'pad' (black borders), 'stretch'
@@ -149,6 +171,8 @@ def load_image(path: str | Path, # any image file Pillow can read
                warn: bool = True, # emit an `ImageResizedWarning` when the image is resized
               ) -> torch.Tensor:
     "Read an image as RGB float32 `3 h w` in [0, 1]. Raises `InputError` naming the file if it cannot be read."
+    size = _as_size(size)                                          # bad arguments are refused before the file is read
+    if fit not in ("crop", "pad", "stretch"): raise InputError(f"fit must be 'crop', 'pad' or 'stretch', got {fit!r}.")
     path = Path(path)
     if not path.exists(): raise InputError(f"Image file not found: {path}")
     if path.is_dir(): raise InputError(f"Expected an image file but {path} is a folder.")
@@ -156,13 +180,12 @@ def load_image(path: str | Path, # any image file Pillow can read
     try:
         with Image.open(path) as im:
             im.load()
-            a = _to_rgb_array(im, background)
+            a = _to_rgb_array(_upright(im), background)
     except Image.DecompressionBombError as e:
         raise InputError(f"Image {path} is too large to load safely ({e}). Downscale it first.") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"Cannot read {path} as an image ({type(e).__name__}: {e}). Is it a valid, complete image file?") from e
     x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()
-    size = _as_size(size)
     if exists(size) and tuple(x.shape[-2:]) != size:
         if warn: warnings.warn(f"{path.name}: resized from {x.shape[-1]}x{x.shape[-2]} to {size[1]}x{size[0]} (fit={fit!r}).", ImageResizedWarning, stacklevel=2)
         x = _fit_square(x, size, fit)
@@ -268,6 +291,97 @@ def _check_indices(idx, n, path):
     bad = [i for i in idx if not -n <= i < n]
     if bad: raise InputError(f"{path} has {n} frames; frame index {bad[0]} is out of range.")
 
+# %% ../nbs/00_core.ipynb #59620c2f
+def _range_text(lo, hi) -> str:
+    "' from lo to hi', ' >= lo', ' <= hi' or '' (floats as 0.1, 100; ints in full)."
+    lo, hi = [f"{x:g}" if isinstance(x, float) else x for x in (lo, hi)]
+    if lo is not None and hi is not None: return f" from {lo} to {hi}"
+    if lo is not None: return f" >= {lo}"
+    if hi is not None: return f" <= {hi}"
+    return ""
+
+def check_int(value, # the value to check
+              name: str, # what it is, for the message: an argument or option name such as 'steps'
+              lo: int | None = None, # smallest allowed value (None: no bound)
+              hi: int | None = None, # largest allowed value (None: no bound)
+             ) -> int:
+    "`value` as an `int` if it is an integer in [lo, hi]; else an `InputError` naming `name`. Bools, strings and floats are refused."
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok: ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok: raise InputError(f"{name} must be an integer{_range_text(lo, hi)}, got {value!r}.")
+    return int(value)
+
+def check_number(value, # the value to check
+                 name: str, # what it is, for the message
+                 lo: float | None = None, # smallest allowed value (None: no bound)
+                 hi: float | None = None, # largest allowed value (None: no bound)
+                ) -> float:
+    "`value` as a `float` if it is a finite real number in [lo, hi]; else an `InputError` naming `name` (NaN and infinity refused)."
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok: ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok: raise InputError(f"{name} must be a finite number{_range_text(lo, hi)}, got {value!r}.")
+    return float(value)
+
+def check_seed(seed, # a random seed
+               name: str = "seed",
+              ) -> int:
+    "`seed` as an `int` if 0 <= seed < 2**63; else an `InputError`."
+    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)) and 0 <= seed < 2**63
+    if not ok: raise InputError(f"{name} must be an integer with 0 <= {name} < 2**63, got {seed!r}.")
+    return int(seed)
+
+FPS_RANGE = (0.1, 120.0)     # frame rates that GIF and MP4 writers store correctly
+
+def check_fps(fps, # frames per second
+             ) -> float:
+    "`fps` as a `float` if it is a number in `FPS_RANGE`; else an `InputError`."
+    lo, hi = FPS_RANGE
+    ok = isinstance(fps, numbers.Real) and not isinstance(fps, (bool, np.bool_)) and lo <= fps <= hi     # NaN fails both comparisons
+    if not ok: raise InputError(f"fps must be a positive number from {lo} to {hi:g} (frames per second), got {fps!r}.")
+    return float(fps)
+
+_SYSTEM_FOLDERS = ("/proc", "/sys")     # kernel views: they look like folders but accept no new files
+
+def check_output_path(path: str | Path, # the file (or folder) a command will write
+                      suffixes: Sequence[str] | None = (".gif", ".mp4"), # allowed extensions (lower case); None: any
+                      folder: bool = False, # `path` is a folder to create (or an existing folder to write into)
+                      min_free: int = 1 << 20, # bytes that must be free on its disk
+                     ) -> Path:
+    "Check, without creating anything, that `path` can be written; returns it as a `Path`. One `InputError` per problem, naming `path`."
+    if isinstance(path, str) and not path.strip(): raise InputError("The output path is empty: give a file or folder name.")
+    if "\x00" in str(path): raise InputError(f"The output path {str(path)!r} contains a NUL byte.")
+    path = Path(path)
+    if not folder and os.path.isdir(path):
+        example = f" (e.g. {path / ('out' + suffixes[0])})" if suffixes else ""
+        raise InputError(f"Cannot write {path}: it is an existing folder; give a file name inside it{example}.")
+    if not folder and exists(suffixes) and path.suffix.lower() not in suffixes:
+        raise InputError(f"Cannot write {path}: the output must end in {' or '.join(suffixes)}, not {path.suffix or 'no extension'!r}.")
+    try: parts = [os.fsencode(p) for p in Path(os.path.abspath(path)).parts]
+    except UnicodeError: raise InputError(f"Cannot write {path}: its name cannot be encoded as a file name here.") from None
+    if len(parts[-1]) > 240 or any(len(p) > 255 for p in parts):
+        raise InputError(f"Cannot write {path}: a name in it is too long for the file system (at most 240 bytes for the file name).")
+    try: real = str(path.resolve())
+    except (OSError, RuntimeError): real = os.path.abspath(path)         # a symlink loop: judged by its name
+    for system in _SYSTEM_FOLDERS:
+        if real == system or real.startswith(system + "/"):
+            raise InputError(f"Cannot write {path}: it is inside {system}, a virtual folder of the kernel; write to a normal folder.")
+    if folder:
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise InputError(f"Cannot write into {path}: it is a file, not a folder; choose a folder name.")
+    elif os.path.lexists(path) and os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"Cannot write {path}: it exists and is not a regular file (a device, a pipe or a socket).")
+    base = Path(os.path.abspath(path)) if folder else Path(os.path.abspath(path)).parent
+    while not os.path.lexists(base) and base != base.parent: base = base.parent      # the nearest folder that exists
+    if not os.path.isdir(base):
+        raise InputError(f"Cannot write {path}: {base} is a file, not a folder, so nothing can be created below it.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"Cannot write {path}: the folder {base} is not writable (permissions or a read-only file system).")
+    try: free = shutil.disk_usage(base).free
+    except OSError: free = None
+    if exists(free) and free < min_free:
+        raise InputError(f"Cannot write {path}: the disk holding {base} is full ({free:,} bytes free); free some space first.")
+    return path
+
 # %% ../nbs/00_core.ipynb #cedb475b
 from contextlib import contextmanager
 
@@ -290,14 +404,22 @@ def atomic_write(path: str | Path, # the file to (re)write
         tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00_core.ipynb #94d04ce6
+RANGE_TOLERANCE = 1e-4     # float frames may overshoot [0, 1] by this much (rounding); more is a mistake, e.g. frames in 0..255
+
 def to_uint8_frames(video: torch.Tensor, # `c f h w` float in [0, 1] (c = 1 or 3)
                    ) -> np.ndarray:
     "A float video as `f h w 3` uint8, for writers and displays."
     check_shape(video, "c f h w", "video")
     if not isinstance(video, torch.Tensor) or not video.is_floating_point():
         raise InputError(f"video must be a float tensor in [0, 1], got {getattr(video, 'dtype', type(video).__name__)} (divide 8-bit frames by 255).")
+    if video.numel() == 0: raise InputError(f"video has no pixels (shape {tuple(video.shape)}); nothing can be written from it.")
     if not torch.isfinite(video).all(): raise InputError("video contains NaN or infinite values; nothing can be written from it.")
-    v = video.detach().float().cpu().clamp(0, 1)
+    v = video.detach().float().cpu()
+    lo, hi = float(v.min()), float(v.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise InputError(f"video values must be in [0, 1] for float frames, but they go from {lo:.4g} to {hi:.4g}; "
+                         "divide 8-bit values by 255 (or clamp the video).")
+    v = v.clamp(0, 1)
     if v.shape[0] == 1: v = v.expand(3, *v.shape[1:])
     if v.shape[0] != 3: raise InputError(f"video must have 1 or 3 channels (c f h w), got {v.shape[0]} channels.")
     return (v.permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
@@ -308,24 +430,24 @@ def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
                 layout: str = "c f h w", # or 'f c h w'
                ) -> Path:
     "Write a video atomically to GIF or MP4 (MP4 frames padded with black to multiples of 16). Returns the path."
-    path = Path(path)
-    try: ok = 0 < float(fps) < float("inf")
-    except (TypeError, ValueError): ok = False
-    if not ok: raise InputError(f"fps must be a positive number, got {fps!r}.")
+    check_fps(fps)
+    path = check_output_path(path, (".gif", ".mp4"))
     if layout == "f c h w": video = video.transpose(0, 1)
     elif layout != "c f h w": raise InputError(f"layout must be 'c f h w' or 'f c h w', got {layout!r}.")
     frames = to_uint8_frames(video)
     ext = path.suffix.lower()
-    if ext not in (".gif", ".mp4"): raise InputError(f"Cannot write {path}: use a .gif or .mp4 file name.")
-    with atomic_write(path) as tmp:
-        if ext == ".gif":
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
-        else:
-            f, h, w, _ = frames.shape
-            ph, pw = (-h) % 16, (-w) % 16
-            if ph or pw: frames = np.pad(frames, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-            iio.imwrite(tmp, frames, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=16)
-        if tmp.stat().st_size == 0: raise InputError(f"Writing {path} produced an empty file; the frames may be too small.")
+    try:
+        with atomic_write(path) as tmp:
+            if ext == ".gif":
+                iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+            else:
+                f, h, w, _ = frames.shape
+                ph, pw = (-h) % 16, (-w) % 16
+                if ph or pw: frames = np.pad(frames, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+                iio.imwrite(tmp, frames, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=16)
+            if tmp.stat().st_size == 0: raise InputError(f"Writing {path} produced an empty file; the frames may be too small.")
+    except OSError as e:       # the disk filled up, the folder vanished, ...: checked before, but the world can change meanwhile
+        raise InputError(f"Cannot write {path} ({e.strerror or type(e).__name__}).") from None
     return path
 
 # %% ../nbs/00_core.ipynb #b9bb83bd
@@ -424,3 +546,29 @@ def show_video(video: torch.Tensor, # `c f h w` (c = 1 or 3)
     f = video.shape[1]
     idx = list(range(f)) if n is None or n >= f else np.linspace(0, f - 1, n).round().astype(int).tolist()
     return show_grid([video[:, i] for i in idx], [f"frame {i}" for i in idx], size=size, suptitle=title)
+
+# %% ../nbs/00_core.ipynb #5c6d4f9a
+def _slow_run_wanted() -> bool:
+    return os.environ.get("LFDM_SLOW", "").strip().lower() not in ("", "0", "false", "no")
+
+def slow_cell_transformer(lines: list[str], # a cell's source lines (with their newlines), as IPython passes them
+                         ) -> list[str]:
+    "IPython input transformer: a cell whose first line is `#| slow` becomes a one-line notice, unless LFDM_SLOW=1."
+    if not lines or not re.fullmatch(r"#\s*\|\s*slow\s*", lines[0].strip()) or _slow_run_wanted(): return lines
+    m = re.search(r"about\s+(\d+(?:\.\d+)?)\s*min", "".join(lines))
+    how_long = f"about {m.group(1)} min" if m else "it takes minutes"
+    notice = f"skipped a slow cell ({how_long}): set LFDM_SLOW=1 to run it; its stored output shows the result"
+    return [lines[0].rstrip("\n") + "\n", f"print({notice!r})\n"]
+
+def skip_slow_cells(shell=None, # an IPython shell (default: the running one, if any)
+                   ) -> bool:
+    "In Jupyter/IPython, skip cells marked `#| slow` unless LFDM_SLOW=1 (see above). Returns whether the transformer is installed."
+    if shell is None:
+        if os.environ.get("IN_TEST"): return False                       # nbdev's test runner: its own flags decide
+        try: from IPython import get_ipython
+        except ImportError: return False
+        shell = get_ipython()
+    if shell is None: return False
+    transformers = shell.input_transformers_cleanup
+    if slow_cell_transformer not in transformers: transformers.append(slow_cell_transformer)
+    return True

@@ -35,10 +35,10 @@ __all__ = ['ACTIONS', 'PARTS', 'PART_NAMES', 'PART_LENGTH', 'PART_RADIUS', 'REST
 ACTIONS = ("wave", "clap", "jump", "nod", "turn", "stretch", "kick", "sway")
 
 PARTS = (  # name, length, radius in figure units (the figure is about 1 unit tall); back to front
-    ("thigh_l", 0.22, 0.048), ("shin_l", 0.22, 0.042), ("thigh_r", 0.22, 0.048), ("shin_r", 0.22, 0.042),
-    ("torso", 0.30, 0.095), ("head", 0.07, 0.078),
-    ("upper_arm_l", 0.16, 0.042), ("forearm_l", 0.15, 0.038), ("upper_arm_r", 0.16, 0.042), ("forearm_r", 0.15, 0.038),
-)
+    ("thigh_l", 0.22, 0.077), ("shin_l", 0.22, 0.067), ("thigh_r", 0.22, 0.077), ("shin_r", 0.22, 0.067),
+    ("torso", 0.30, 0.143), ("head", 0.07, 0.109),
+    ("upper_arm_l", 0.16, 0.080), ("forearm_l", 0.15, 0.072), ("upper_arm_r", 0.16, 0.080), ("forearm_r", 0.15, 0.072),
+)   # thick limbs: at the 16² latent of a 64² frame a forearm is about 2 latent pixels wide (see "What survives the latent")
 PART_NAMES = tuple(p[0] for p in PARTS)
 PART_LENGTH = np.array([p[1] for p in PARTS])
 PART_RADIUS = np.array([p[2] for p in PARTS])
@@ -64,31 +64,32 @@ def pose(action: str, # one of `ACTIONS`
     tau = np.asarray(tau, dtype=np.float64)
     n, z = len(tau), np.zeros(len(tau))
     phi = 2 * np.pi * (cycles * tau + phase)
-    p = dict(lean=z.copy(), head_tilt=z.copy(), head_sy=np.ones(n), torso_sy=np.ones(n),
+    p = dict(lean=z.copy(), head_tilt=z.copy(), head_sy=np.ones(n), head_drop=z.copy(), torso_sy=np.ones(n),
              arm_l=np.full(n, 0.18), arm_r=np.full(n, 0.18), elbow_l=np.full(n, 0.1), elbow_r=np.full(n, 0.1),
              leg_l=np.full(n, REST_LEG), leg_r=np.full(n, REST_LEG), knee_l=z.copy(), knee_r=z.copy(), lift=z.copy(), squash=np.ones(n))
     up = 0.5 * (1 - np.cos(phi))                                   # 0 -> 1 -> 0 once per cycle
     ramp = lambda speed: np.minimum(1.0, speed * tau)              # ease in from the rest pose
     if action == "wave":
         p["arm_r"] = 0.18 + (2.0 * amp - 0.18) * ramp(3)
-        p["elbow_r"] = 0.1 + (0.6 + 0.55 * amp * np.sin(phi)) * ramp(3)
+        p["elbow_r"] = 0.1 + (0.7 + 0.85 * amp * np.sin(phi)) * ramp(3)
     elif action == "clap":
         p["arm_l"] = p["arm_r"] = 0.18 + 0.7 * ramp(4)
         p["elbow_l"] = p["elbow_r"] = -(0.6 + (1.7 * amp - 0.6) * (0.5 - 0.5 * np.cos(2 * phi))) * ramp(4)
     elif action == "jump":
         air, crouch = np.maximum(0, np.sin(phi)), np.maximum(0, -np.sin(phi))
-        p["lift"] = 0.22 * amp * air - 0.06 * crouch
+        p["lift"] = 0.11 * amp * air - 0.06 * crouch
         p["knee_l"] = p["knee_r"] = -0.7 * crouch
         p["leg_l"] = p["leg_r"] = REST_LEG + 0.35 * crouch
         p["arm_l"] = p["arm_r"] = 0.18 + 1.2 * air
     elif action == "nod":
         p["head_sy"] = 1 - 0.45 * amp * up
-        p["head_tilt"] = 0.12 * amp * np.sin(phi)
+        p["head_drop"] = 0.07 * amp * up                           # the head sinks towards the chest
+        p["head_tilt"] = 0.35 * amp * np.sin(phi)
     elif action == "turn":
-        p["squash"] = 1 - 0.6 * amp * up
+        p["squash"] = 1 - 0.45 * amp * up
         p["arm_l"] = p["arm_r"] = 0.18 - 0.12 * up
     elif action == "stretch":
-        p["arm_l"] = p["arm_r"] = 0.18 + (2.7 * amp - 0.18) * up
+        p["arm_l"] = p["arm_r"] = 0.18 + (2.3 * amp - 0.15) * up
         p["elbow_l"] = p["elbow_r"] = 0.1 + 0.2 * up
         p["torso_sy"] = 1 + 0.1 * up
         p["lift"] = 0.05 * up
@@ -122,7 +123,7 @@ def part_affines(p: dict, # joint parameters from `pose`, (F,) arrays
     root, th_t = np.zeros((n, 2)), np.pi + p["lean"]
     put(4, root, th_t, p["torso_sy"])
     along = lambda d: (d * p["torso_sy"])[:, None] * _dir(th_t)          # a point along the (stretched) torso
-    put(5, root + along(L[4]), th_t + p["head_tilt"], p["head_sy"])
+    put(5, root + along(L[4] - p["head_drop"]), th_t + p["head_tilt"], p["head_sy"])
     right = np.stack([-np.cos(th_t), np.sin(th_t)], -1)                 # the torso's sideways axis (+x at rest)
     for side, ua, fa, arm, elbow in ((-1, 6, 7, "arm_l", "elbow_l"), (1, 8, 9, "arm_r", "elbow_r")):
         shoulder = root + along(L[4] - 0.03) + side * 0.115 * right
@@ -225,7 +226,7 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     return Appearance(colours=colours, texture=int(rng.integers(n_tex)), tex_offset=rng.uniform(-0.6, 0.6, (len(PARTS), 2)),
                       tex_scale=float(rng.uniform(1.0, 2.0)), tex_mix=float(rng.uniform(0.15, 0.45)), background=bg,
                       bg_affine=bg_affine, bg_colours=bg_colours, bg_mix=float(rng.uniform(0.25, 0.6)),
-                      scale=float(rng.uniform(1.3, 1.65)), cx=float(rng.uniform(-0.3, 0.3)), ground=float(rng.uniform(0.8, 0.95)))
+                      scale=float(rng.uniform(1.6, 1.9)), cx=float(rng.uniform(-0.15, 0.15)), ground=float(rng.uniform(0.9, 1.0)))
 
 def sample_motion(action: str, rng: np.random.Generator) -> Motion:
     "Random speed, amplitude, phase and handedness for `action`."

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from .core import InputError, atomic_write, check_shape, default, exists, get_device, show_image
+from .core import InputError, atomic_write, check_shape, default, exists, get_device, show_image, write_video
 from .data import ACTIONS, ProceduralActions, sample_frame_indices
 from .diffusion import state_to_flows
 from .lfae import LFAE, evaluate_lfae, format_evaluation, psnr, ssim
@@ -29,15 +29,16 @@ from .lfdm import LFDM, bundled_checkpoint, config_from_dict, load_checkpoint, l
 from .warp import resize_flow, resize_occlusion, warp
 
 # %% auto #0
-__all__ = ['CLASSIFIER_FILE', 'I3D_HOW', 'I3D_INTERFACE', 'render_clips', 'as_float_video', 'MotionClassifierConfig',
+__all__ = ['CLASSIFIER_FILE', 'I3D_HOW', 'I3D_INTERFACE', 'LADDER', 'render_clips', 'as_float_video', 'MotionClassifierConfig',
            'MotionClassifier', 'augment_clips', 'classify', 'accuracy', 'train_motion_classifier',
            'save_motion_classifier', 'load_motion_classifier', 'confusion_matrix', 'plot_confusion',
            'gaussian_frechet_distance', 'mean_and_covariance', 'frechet_distance', 'classifier_fvd',
            'polynomial_kernel', 'mmd2_unbiased', 'kid', 'conditional_accuracy', 'mean_std', 'grouped_frechet',
            'identity_metrics', 'occlusion_iou', 'occlusion_scores', 'evaluate_stage1', 'format_stage1', 'load_i3d',
            'i3d_features', 'i3d_fvd', 'evaluation_indices', 'evaluation_clips', 'generate_clips', 'reconstruct_clips',
-           'checkpoint_sha256', 'jsonable', 'evaluate', 'format_metrics', 'plot_per_class', 'plot_real_vs_generated',
-           'sampling_configs', 'benchmark_sampling', 'format_benchmark', 'plot_benchmark']
+           'exact_flow_clips', 'plot_ladder', 'write_class_gifs', 'checkpoint_sha256', 'jsonable', 'evaluate',
+           'format_metrics', 'plot_per_class', 'plot_real_vs_generated', 'sampling_configs', 'benchmark_sampling',
+           'format_benchmark', 'plot_benchmark']
 
 # %% ../nbs/10_eval.ipynb #485912a0
 def render_clips(source, # a clip source with labels (`ProceduralActions`)
@@ -76,6 +77,8 @@ class MotionClassifierConfig:
     lr: float = 3e-3                       # peak of a one-cycle schedule (AdamW)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
+    still_class: bool = True               # one more output, "still" (no motion), trained on frozen clips: see below
+    still_share: float = 0.12              # share of each training batch replaced by frozen clips (frame 0 repeated)
 
     def __post_init__(self):
         self.classes, self.widths = tuple(self.classes), tuple(self.widths)
@@ -96,7 +99,7 @@ class MotionClassifier(nn.Module):
             if i < n - 1: blocks.append(nn.MaxPool3d((2 if 0 < i < n - 1 else 1, 2, 2)))   # space / 2 (not after the last); time / 2 (middle blocks)
             cin = w
         self.trunk = nn.Sequential(*blocks)
-        self.head = nn.Linear(cin, len(c.classes))
+        self.head = nn.Linear(cin, len(c.classes) + int(c.still_class))
 
     @property
     def feature_dim(self) -> int: return self.config.widths[-1]
@@ -115,7 +118,7 @@ class MotionClassifier(nn.Module):
         return self.trunk(x).mean((2, 3, 4))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        "Class logits `b K`."
+        "Class logits `b K` (`b K+1` with the still class, last)."
         return self.head(self.features(video))
 
 # %% ../nbs/10_eval.ipynb #afe21784
@@ -186,7 +189,12 @@ def train_motion_classifier(model: MotionClassifier, # the classifier to train (
         for j in range(steps_per_epoch):
             idx = order[j * c.batch_size:(j + 1) * c.batch_size]
             x = augment_clips(as_float_video(train["video"][idx]).to(device), g)
-            loss = F.cross_entropy(model(x), train["label"][idx].to(device), label_smoothing=c.label_smoothing)
+            y = train["label"][idx].to(device)
+            if c.still_class:                                                   # frozen clips (frame 0 repeated) -> "still"
+                still = (torch.rand(len(idx), generator=g) < c.still_share).to(device)
+                x = torch.where(still.view(-1, 1, 1, 1, 1), x[:, :, :1].expand_as(x), x)
+                y = torch.where(still, len(c.classes), y)
+            loss = F.cross_entropy(model(x), y, label_smoothing=c.label_smoothing)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
             losses.append(loss.item())
         row = dict(epoch=epoch + 1, loss=float(np.mean(losses)), seconds=time.perf_counter() - t0)
@@ -536,6 +544,64 @@ def reconstruct_clips(model: LFDM, # provides the LFAE
         out.append(model.decode_states(model.lfae.encode(v[:, :, 0]), s).clamp(0, 1).cpu()); states.append(s.cpu())
     return torch.cat(out), torch.cat(states)
 
+# %% ../nbs/10_eval.ipynb #72cf940c
+@torch.no_grad()
+def exact_flow_clips(source, # a clip source with exact flow and occlusion (`ProceduralActions`)
+                     indices: Sequence[int], # which clips
+                     latent_size: int = 16, # the LFAE's latent resolution (`LFAE.latent_size`)
+                     num_frames: int = 16, # frames per clip, spread evenly over it (as `render_clips`)
+                    ) -> dict[str, torch.Tensor]:
+    "The ceiling clips of the table above, uint8 `n 3 f H W` each: 'copy', 'exact', 'exact_latent', 'warp_latent'."
+    if not getattr(source, "has_flow", False): raise InputError("exact_flow_clips needs a source with exact flow (ProceduralActions).")
+    out = {k: [] for k in ("copy", "exact", "exact_latent", "warp_latent")}
+    for i in [int(i) for i in indices]:
+        c = source.read(i, sample_frame_indices(source.length(i), num_frames, "uniform"))
+        real = c["video"].transpose(0, 1)                                                    # f 3 H W
+        first, size = real[:1].expand_as(real), real.shape[-2:]
+        flow, occ = c["flow"], c["occlusion"]                                                # f H W 2 (into frame 0), f 1 H W
+        low_flow = resize_flow(resize_flow(flow, latent_size), size)                         # what a latent_size² flow can say
+        low_occ = resize_occlusion(resize_occlusion(occ, latent_size), size)
+        warped, warped_low = warp(first, flow), warp(first, low_flow)
+        for key, v in (("copy", first), ("exact", occ * warped + (1 - occ) * real),
+                       ("exact_latent", low_occ * warped_low + (1 - low_occ) * real), ("warp_latent", warped_low)):
+            out[key].append(v.transpose(0, 1))
+    return {k: (torch.stack(v).clamp(0, 1) * 255).round().to(torch.uint8) for k, v in out.items()}
+
+LADDER = (("real", "real held-out clips (floor)"), ("exact", "exact flow + occlusion, full size"),
+          ("exact_latent", "exact flow + occlusion at the latent size"), ("warp_latent", "exact flow at the latent size, warp only"),
+          ("reconstructed", "LFAE reconstruction of the real clips"), ("generated", "generated"), ("copy", "frame 0 copied (no motion)"))
+
+def plot_ladder(result: dict, # from `evaluate` (or any dict with per-set 'accuracy' and 'per_class')
+               ) -> plt.Figure:
+    "Accuracy on each rung of the ladder, overall (bold) and per class: where the motion is lost."
+    keys = [k for k, _ in LADDER if k in result]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    x = np.arange(len(keys))
+    for c, name in enumerate(result["classes"]):
+        ax.plot(x, [result[k]["per_class"]["accuracy"][c] for k in keys], "o-", lw=1, ms=3, alpha=0.7, label=name)
+    ax.plot(x, [result[k]["accuracy"] for k in keys], "k-", lw=3, label="all classes")
+    ax.set_xticks(x, [k.replace("_", "\n") for k in keys], fontsize=8)
+    ax.set(ylim=(-0.03, 1.03), xlabel="rung of the ladder", ylabel="accuracy (asked / true class)",
+           title="the diagnostic ladder: where the motion is lost")
+    ax.legend(fontsize=7, ncol=2, loc="lower left"); fig.tight_layout()
+    return fig
+
+def write_class_gifs(folder: str | Path, # where <class>.gif go (created)
+                     rows: Sequence[torch.Tensor], # clip sets `n 3 f H W` to stack top to bottom (e.g. real, reconstructed, generated)
+                     labels: torch.Tensor, # `(n,)` class of each clip
+                     classes: Sequence[str], # class names
+                     fps: float = 8.0,
+                    ) -> list[Path]:
+    "One GIF per class, from the first clip of that class: the sets of `rows` stacked top to bottom. Returns the paths."
+    folder, paths = Path(folder), []
+    folder.mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(classes):
+        hits = (labels == c).nonzero().flatten()
+        if len(hits) == 0: continue
+        j = int(hits[0])
+        paths.append(write_video(torch.cat([as_float_video(r[j:j + 1])[0] for r in rows], dim=-2), folder / f"{name}.gif", fps=fps))
+    return paths
+
 # %% ../nbs/10_eval.ipynb #39a8d526
 def _set_scores(reference: dict, # `render_clips` of the reference set, with 'features'
                 feats: torch.Tensor, # `n d` features of the set to score
@@ -580,6 +646,9 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
              seed: int = 0, # sampling seed
              classifier: str | Path | MotionClassifier | None = None, # the motion classifier (default: the bundled one)
              reconstruction: bool = True, # also score LFAE reconstructions of the real clips (the ceiling of the DM)
+             ladder: bool = True, # also score the exact-flow ceilings (`exact_flow_clips`): the diagnostic ladder
+             gifs: bool = True, # write out_dir/gifs/<class>.gif: real | LFAE reconstruction | generated, from the same first frame
+             data_seed: int = 0, # the procedural dataset's seed (held-out appearances of another seed: another test set)
              stage1_clips: int = 32, # held-out clips for the stage-one scores (0: skip)
              batch_size: int = 8, # clips per sampling call
              device: str | torch.device | None = None, # default: the best available (see `get_device`)
@@ -587,10 +656,11 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
             ) -> dict:
     "Evaluate an LFDM on held-out procedural clips; write `metrics.json` and `metrics.md` to `out_dir`; return the metrics."
     t_start = time.perf_counter()
-    for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0)):
+    for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0),
+                        ("data_seed", data_seed, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:                   # numpy ints too; before any work
             raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
-    n_per_class, stage1_clips, steps = int(n_per_class), int(stage1_clips), None if steps is None else int(steps)   # plain ints for the JSON
+    n_per_class, stage1_clips, steps, data_seed = int(n_per_class), int(stage1_clips), None if steps is None else int(steps), int(data_seed)
     say = print if log else (lambda *a, **k: None)
     device = get_device(device)
     if isinstance(checkpoint, LFDM): model, name, ident = checkpoint.to(device).eval(), "(model in memory)", None
@@ -608,7 +678,7 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
         raise InputError(f"The motion classifier judges {clf.config.num_frames}-frame clips at {clf.config.image_size}²; this model makes "
                          f"{frames}-frame clips at {size}².")
     sampler = default(sampler, model.config.sampler)
-    real, reference = evaluation_clips(n_per_class, size, frames, model.classes)
+    real, reference = evaluation_clips(n_per_class, size, frames, model.classes, seed=data_seed)
     n = len(real["label"])
     say(f"evaluating {name}: {n} clips ({n_per_class} per class), {sampler}" + (f" {steps} steps" if sampler == "ddim" else "")
         + f", guidance {default(guidance, model.config.guidance)}, on {device}")
@@ -621,15 +691,21 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
         t0 = time.perf_counter()
         sets["reconstructed"] = reconstruct_clips(model, real["video"], batch_size)
         say(f"  reconstructed the real clips in {time.perf_counter() - t0:.0f} s")
+    if ladder:
+        t0 = time.perf_counter()
+        source = ProceduralActions(num_clips=int(real["index"].max()) + 1, size=size, split="test", seed=data_seed, actions=model.classes)
+        for key, v in exact_flow_clips(source, real["index"].tolist(), model.lfae.config.latent_size, frames).items(): sets[key] = (v, None)
+        say(f"  exact-flow ceilings in {time.perf_counter() - t0:.0f} s")
     clf_name = "(model in memory)" if isinstance(classifier, MotionClassifier) else str(default(classifier, f"data_samples/{CLASSIFIER_FILE}"))
     result = dict(checkpoint=name, checkpoint_sha256=ident, classifier=clf_name,
                   settings=dict(n_per_class=n_per_class, clips=n, sampler=sampler, steps=steps if sampler == "ddim" else model.config.timesteps,
-                                guidance=default(guidance, model.config.guidance), seed=seed, frames=frames, size=size, device=str(device)),
+                                guidance=default(guidance, model.config.guidance), seed=seed, data_seed=data_seed, frames=frames, size=size,
+                                latent_size=model.lfae.config.latent_size, device=str(device)),
                   seconds_per_video=sec, classes=list(model.classes))
     for key, (v, s) in sets.items():
         feats, logits = classify(clf, v)
         scores = _set_scores(reference, feats, logits, real["label"], real["appearance"], seed)
-        if key != "real":
+        if key in ("generated", "reconstructed"):
             scores["identity"] = {k: mean_std(x.tolist()) for k, x in identity_metrics(v, images, s).items()}
         result[key] = scores
     if exists(i3d):
@@ -640,12 +716,16 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     else: result["i3d"] = None
     if stage1_clips:
         t0 = time.perf_counter()
-        result["stage1"] = evaluate_stage1(model.lfae, ProceduralActions(num_clips=stage1_clips, size=size, split="test"), stage1_clips)
+        result["stage1"] = evaluate_stage1(model.lfae, ProceduralActions(num_clips=stage1_clips, size=size, split="test", seed=data_seed),
+                                           stage1_clips)
         say(f"  stage one on {stage1_clips} clips in {time.perf_counter() - t0:.0f} s")
     result["seconds"] = time.perf_counter() - t_start
     out_dir = Path(out_dir)
     with atomic_write(out_dir / "metrics.json") as tmp: tmp.write_text(json.dumps(jsonable(result), indent=1), encoding="utf-8")
     with atomic_write(out_dir / "metrics.md") as tmp: tmp.write_text(format_metrics(result) + "\n", encoding="utf-8")
+    if gifs:
+        rows = [real["video"]] + ([sets["reconstructed"][0]] if reconstruction else []) + [videos]
+        result["gifs"] = [str(p) for p in write_class_gifs(out_dir / "gifs", rows, real["label"], model.classes)]
     say(f"  wrote {out_dir / 'metrics.json'} and metrics.md ({result['seconds']:.0f} s in all)")
     return result
 
@@ -653,7 +733,7 @@ def format_metrics(result: dict) -> str:
     "The result of `evaluate` as Markdown tables."
     st = result["settings"]
     pm = lambda ms, p=2: "–" if ms is None or ms[0] is None or not math.isfinite(ms[0]) else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-    rows = [("generated", "generated"), ("reconstructed", "LFAE reconstruction of the real clips"), ("real", "real held-out clips (floor)")]
+    rows = LADDER
     lines = [f"# Evaluation of {result['checkpoint']}", "",
              f"{st['clips']} clips ({st['n_per_class']} per class, held-out appearances), {st['sampler']} {st['steps']} steps, guidance "
              f"{st['guidance']}, seed {st['seed']}; {result['seconds_per_video']:.2f} s per video on {st['device']}. Distances on the motion "

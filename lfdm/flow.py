@@ -159,12 +159,17 @@ class PixelwiseFlowPredictor(nn.Module):
             if missing: raise InputError(f"{name} lacks {missing}: pass the dict that RegionPredictor returns.")
         x = self.down(source_image) if self.scale_factor != 1 else source_image
         b, _, h, w = x.shape
-        heat = self.gaussian_difference(driving_params, source_params, h, w)                  # b K+1 h w
-        sparse = sparse_motions(source_params, driving_params, bg_params, h, w, self.revert_axis_swap)
-        deformed = deform_source(x, sparse)                                                   # b K+1 C h w
+        no_autocast = torch.autocast(x.device.type, enabled=False)                            # geometry stays float32 under bf16 autocast
+        with no_autocast:
+            heat = self.gaussian_difference(driving_params, source_params, h, w)              # b K+1 h w
+            sparse = sparse_motions(source_params, driving_params, bg_params.float() if exists(bg_params) else None, h, w,
+                                    self.revert_axis_swap)
+            deformed = deform_source(x.float(), sparse)                                       # b K+1 C h w
         inputs = torch.cat([heat[:, :, None], deformed], dim=2) if self.use_deformed_source else heat[:, :, None]
         features = self.hourglass(inputs.reshape(b, -1, h, w))
-        mask = F.softmax(self.mask(features), dim=1)
-        occlusion = torch.sigmoid(self.occlusion(features)) if exists(self.occlusion) else x.new_ones(b, 1, h, w)
-        return dict(flow=dense_flow(mask, sparse), occlusion=occlusion, mask=mask, sparse_motion=sparse,
-                    sparse_deformed=deformed, gaussian_difference=heat)
+        mask_logits, occ_logits = self.mask(features), (self.occlusion(features) if exists(self.occlusion) else None)
+        with no_autocast:
+            mask = F.softmax(mask_logits.float(), dim=1)
+            occlusion = torch.sigmoid(occ_logits.float()) if exists(occ_logits) else x.new_ones(b, 1, h, w, dtype=torch.float32)
+            flow = dense_flow(mask, sparse)
+        return dict(flow=flow, occlusion=occlusion, mask=mask, sparse_motion=sparse, sparse_deformed=deformed, gaussian_difference=heat)

@@ -347,12 +347,16 @@ def equivariance_losses(region_predictor: nn.Module, # maps b 3 H W -> region pa
     tps = default(tps, lambda: RandomTPS(b, device=driving.device))
     deformed = warp(driving, tps.grid(h, w), padding_mode="reflection")
     regions_t = region_predictor(deformed)
+    with torch.autocast(driving.device.type, enabled=False):                 # float32 geometry under bf16 autocast (09_train)
+        return _equivariance_terms(driving_regions, regions_t, tps)
+
+def _equivariance_terms(driving_regions: dict, regions_t: dict, tps: RandomTPS) -> tuple[torch.Tensor, torch.Tensor]:
     shift = (driving_regions["shift"] - tps(regions_t["shift"])).abs().mean()
     J = tps.jacobian(regions_t["shift"])
     moved = J @ regions_t["covar"] @ J.transpose(-1, -2)
     A_inv = torch.linalg.inv(driving_regions["affine"])
     whitened = A_inv @ moved @ A_inv.transpose(-1, -2)
-    affine = (torch.eye(2, device=driving.device) - whitened).abs().mean()
+    affine = (torch.eye(2, device=whitened.device) - whitened).abs().mean()
     return shift, affine
 
 # %% ../nbs/05_lfae.ipynb #c3a740f0
@@ -372,7 +376,8 @@ class LFAETrainer:
         source, driving = batch["source"].to(self.device), batch["driving"].to(self.device)
         out = self.model(source, driving)
         c = self.config
-        rec = self.reconstruction(out.generated, driving)
+        with torch.autocast(driving.device.type, enabled=False):              # the loss in float32 under bf16 autocast (09_train)
+            rec = self.reconstruction(out.generated.float(), driving.float())
         shift, affine = equivariance_losses(self.model.region_predictor, driving, out.driving_regions)
         total = c.reconstruction_weight * rec + c.equivariance_shift_weight * shift + c.equivariance_affine_weight * affine
         return dict(total=total, reconstruction=rec, shift=shift, affine=affine)

@@ -5,6 +5,8 @@
 # %% ../nbs/08_lfdm.ipynb #fd7b9207
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 import torch.nn as nn
 
 import lfdm
-from .core import InputError, atomic_write, check_shape, default, exists
+from .core import InputError, atomic_write, check_int, check_number, check_shape, default, exists
 from .data import ACTIONS
 from .diffusion import Diffusion, flows_to_state, state_to_flows
 from .lfae import LFAE, LFAEConfig
@@ -24,9 +26,10 @@ from .unet3d import UNet3D, UNet3DConfig
 from .warp import flow_to_rgb, identity_grid
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'MUG_CLASSES', 'save_checkpoint', 'load_checkpoint', 'config_from_dict', 'LFDMConfig', 'LFDM',
-           'encode_clips', 'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm',
-           'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'motion_features', 'knn_classify']
+__all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MAX_GUIDANCE', 'save_checkpoint', 'load_checkpoint',
+           'config_from_dict', 'LFDMConfig', 'LFDM', 'encode_clips', 'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm',
+           'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'motion_features',
+           'knn_classify']
 
 # %% ../nbs/08_lfdm.ipynb #671c05cc
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
@@ -72,7 +75,82 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if exists(kind) and ckpt["kind"] != kind:
         stage = {"lfae": " (stage one)", "lfdm": " (stage two)"}.get(ckpt["kind"], "")
         raise InputError(f"{path} is a checkpoint of the {ckpt['kind'].upper()}{stage}, but a {kind.upper()} checkpoint is needed here.")
+    _check_stored_sizes(ckpt, path)
+    _check_finite_weights(ckpt, path)
     return ckpt
+
+# Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
+# damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
+# far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold.
+CONFIG_LIMITS = {
+    "lfae": dict(image_size=(8, 2048), num_channels=(1, 4), num_regions=(1, 256),
+                 region_block_expansion=(1, 1024), region_max_features=(1, 8192), region_num_blocks=(0, 10),
+                 bg_block_expansion=(1, 1024), bg_max_features=(1, 8192), bg_num_blocks=(0, 10),
+                 flow_block_expansion=(1, 1024), flow_max_features=(1, 8192), flow_num_blocks=(0, 10),
+                 block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
+                 batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0)),
+    "lfdm": dict(num_frames=(2, 256), timesteps=(1, 100_000), sampling_steps=(1, 100_000), batch_size=(1, 65536),
+                 guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6)),
+    "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
+                 attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
+                 rel_pos_buckets=(1, 4096), rel_pos_max_distance=(1, 1_000_000), num_frames=(1, 1024), image_size=(1, 1024)),
+}
+MAX_WIDTH = 8192           # the U-Net's widest level, dim x max(dim_mults)
+_OPTIONAL = {"num_classes", "region_scale_factor"}          # may be None
+
+def _check_section(d, limits: dict, path, name: str) -> dict:
+    "Check the sizes in one stored config dict `d` against `limits`; `name` is how the message calls it ('config', 'lfae config')."
+    if not isinstance(d, dict):
+        raise InputError(f"Checkpoint {path}: its stored {name} is a {type(d).__name__}, not a mapping of settings; the file is damaged.")
+    for key, (lo, hi) in limits.items():
+        if key not in d or (d[key] is None and key in _OPTIONAL): continue
+        v, what = d[key], f"{name}.{key} = {d[key]!r}"
+        if isinstance(lo, float):
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+        else: ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        if not ok:
+            raise InputError(f"Checkpoint {path}: its stored {what} is not {'a number' if isinstance(lo, float) else 'an integer'} "
+                             f"from {lo} to {hi}; the file is damaged or was edited (nothing was built from it).")
+    return d
+
+def _check_stored_sizes(ckpt: dict, path):
+    "Refuse a checkpoint whose stored config asks for absurd sizes, before any model is built from it (`CONFIG_LIMITS`)."
+    kind = ckpt["kind"]
+    if kind == "lfae": _check_list(_check_section(ckpt.get("config"), CONFIG_LIMITS["lfae"], path, "config"), "scales", 8, 1e-3, 1.0, path, "config")
+    if kind != "lfdm": return
+    config = _check_section(ckpt.get("config"), CONFIG_LIMITS["lfdm"], path, "config")
+    classes = config.get("classes", ())
+    if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"Checkpoint {path}: its stored config.classes is not a list of 1 to 100000 class names; the file is damaged.")
+    unet = _check_section(config.get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
+    mults = _check_list(unet, "dim_mults", 8, 1, 64, path, "config.unet")
+    if mults and unet.get("dim", 32) * max(mults) > MAX_WIDTH:
+        raise InputError(f"Checkpoint {path}: its stored config.unet asks for a level of {unet.get('dim', 32) * max(mults)} channels "
+                         f"(dim x max(dim_mults)), more than {MAX_WIDTH}; the file is damaged or was edited (nothing was built from it).")
+    if isinstance(ckpt.get("lfae"), dict):
+        lfae_config = _check_section(ckpt["lfae"].get("config"), CONFIG_LIMITS["lfae"], path, "lfae config")
+        _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
+
+def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
+    "A stored list of 1 to `n_max` numbers in [lo, hi] (ints if `lo` is an int), e.g. the U-Net's `dim_mults`; [] if absent."
+    if key not in d: return []
+    v, ints = d[key], isinstance(lo, int)
+    ok = isinstance(v, (list, tuple)) and 1 <= len(v) <= n_max and all(
+        isinstance(m, int if ints else numbers.Real) and not isinstance(m, bool) and lo <= m <= hi for m in v)
+    if not ok:
+        raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {str(v)[:60]} is not a list of 1 to {n_max} "
+                         f"{'integers' if ints else 'numbers'} from {lo} to {hi}; the file is damaged or was edited (nothing was built from it).")
+    return list(v)
+
+def _check_finite_weights(ckpt: dict, path):
+    "Refuse NaN or infinite weights, naming the file and the first such tensor: they would only give an all-NaN video later."
+    parts = [ckpt.get("state_dict")] + ([ckpt["lfae"].get("state_dict")] if isinstance(ckpt.get("lfae"), dict) else [])
+    for state in parts:
+        if not isinstance(state, dict): continue
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all():
+                raise InputError(f"Checkpoint {path} has NaN or infinite weights (in {k}): the run that wrote it diverged or the file "
+                                 "is damaged; use an earlier checkpoint.")
 
 def config_from_dict(cls, d: dict, name: str = "config"):
     "Build dataclass `cls` from plain `d`, naming any unknown key (nested dataclass fields are built too)."
@@ -105,6 +183,7 @@ class LFDMConfig:
     sampler: str = "ddim"                  # default sampler of `sample`: 'ddim' or 'ddpm'
     sampling_steps: int = 50               # default DDIM steps
     guidance: float = 1.0                  # default classifier-free guidance scale w (1: plain conditional model)
+    anchor_first_frame: bool = True        # sampling: frame 0's flow and occlusion are known (image -> itself): use the LFAE's, not the DM's
     lr: float = 2e-4
     betas: tuple = (0.9, 0.99)
     batch_size: int = 8
@@ -133,6 +212,8 @@ class LFDMConfig:
         if not self.flow_scale > 0: raise InputError(f"flow_scale must be positive, got {self.flow_scale}.")
 
 # %% ../nbs/08_lfdm.ipynb #654f12e3
+MAX_GUIDANCE = 100.0       # classifier-free guidance scales in use are 1 to 15; far larger ones only overflow to NaN
+
 class LFDM(nn.Module):
     "Image + class → video: a frozen LFAE and a diffusion model of its latent flows. `loss = model(videos, classes)`; `model.sample(...)`."
     def __init__(self, lfae: LFAE, # a trained stage-one model (frozen here)
@@ -147,6 +228,7 @@ class LFDM(nn.Module):
                              f"set unet.cond_channels = {width}.")
         self.lfae = lfae.eval().requires_grad_(False)
         self.diffusion = Diffusion(UNet3D(c.unet), c.schedule, c.timesteps, c.objective, c.thresholding)
+        self.checkpoint_path: Path | None = None       # set by `load_lfdm`: error messages name the file the weights came from
 
     @property
     def unet(self) -> UNet3D: return self.diffusion.denoise_fn
@@ -270,13 +352,17 @@ class LFDM(nn.Module):
                class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
                return_states: bool = False, # also return the generated $s_0$
               ):
-        "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (approximately: it is decoded like every frame)."
+        "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the LFAE reconstructs it: see `anchor_first_frame`)."
+        c = self.config
+        # the options first, before any work; `guidance < 0` alone would let NaN through (NaN fails every comparison)
+        if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
+        if steps is not None: check_int(steps, "the number of sampling steps", 1, c.timesteps)
+        if num_frames is not None: check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
         if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
         if image.ndim == 3: image = image[None]
         image = self.lfae.check_images(image, "image")
         if not ((image >= 0) & (image <= 1)).all():                             # also catches NaN, which fails every comparison
             raise InputError("image values must be in [0, 1], without NaN or infinity (divide 8-bit images by 255).")
-        c = self.config
         b = len(image)
         if c.unet.cond_mode == "embedding":
             if not exists(class_embeddings): raise InputError("This model is conditioned on class embeddings: pass class_embeddings (b, cond_dim).")
@@ -284,8 +370,7 @@ class LFDM(nn.Module):
         else:
             if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
             cond = self.class_ids(classes, b)
-        if guidance is not None and guidance < 0: raise InputError(f"guidance must be ≥ 0, got {guidance}.")
-        sampler, guidance = default(sampler, c.sampler), default(guidance, c.guidance)
+        sampler, guidance = default(sampler, c.sampler), check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
         steps = default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
         encoded = self.lfae.encode(image)
         h = encoded.bottleneck.shape[-1]
@@ -293,7 +378,14 @@ class LFDM(nn.Module):
         report = None if callback is None else (lambda i, t, x, x0: callback(i, t, x, self.from_diffusion(x0)))
         states = self.from_diffusion(self.diffusion.sample(shape, self.denoiser(encoded.bottleneck, cond, guidance), sampler=sampler,
                                                            steps=steps, eta=eta, generator=generator, callback=report, device=image.device))
+        if c.anchor_first_frame:                  # the flow from frame 0 to itself is not a guess: take what the LFAE says for (image, image)
+            flow0, occ0 = self.lfae.flow(image, image)
+            states = torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
         video = self.decode_states(encoded, states)
+        if not (torch.isfinite(states).all() and torch.isfinite(video).all()):     # finite weights can still overflow
+            source = f"the checkpoint {self.checkpoint_path}" if exists(self.checkpoint_path) else "this model"
+            raise InputError(f"Sampling with {source} gave NaN or infinite values: its weights are broken (a diverged training run or "
+                             "a damaged file); use another checkpoint.")
         return (video, states) if return_states else video
 
 # %% ../nbs/08_lfdm.ipynb #1b9796a3
@@ -373,19 +465,32 @@ def _load_state(module: nn.Module, state: dict, path) -> nn.Module:
         raise InputError(f"The weights in {path} do not fit the model its config describes ({first.strip()}).") from None
     return module
 
+def _built(path, build: Callable):
+    "`build()`, with any failure other than an `InputError` reported as a damaged checkpoint (a stored config of the wrong types)."
+    try: return build()
+    except InputError as e:                                                      # e.g. a config check: say which file it came from
+        if str(path) in str(e): raise
+        raise InputError(f"Checkpoint {path}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:120]                                  # one line, however long torch's message is
+        raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
+                         "the file is damaged or was edited.") from None
+
 def load_lfae(path: str | Path, device: str | torch.device = "cpu") -> LFAE:
     "A stage-one model from an LFAE checkpoint (or the LFAE inside an LFDM checkpoint), in eval mode on `device`."
     ck = load_checkpoint(path)
     part = ck if ck["kind"] == "lfae" else ck.get("lfae")
-    if part is None: raise InputError(f"{path} holds no LFAE.")
-    model = LFAE(config_from_dict(LFAEConfig, part["config"], "lfae config"))
+    if not isinstance(part, dict) or not isinstance(part.get("state_dict"), dict): raise InputError(f"{path} holds no LFAE.")
+    model = _built(path, lambda: LFAE(config_from_dict(LFAEConfig, part["config"], "lfae config")))
     return _load_state(model, part["state_dict"], path).to(device).eval()
 
 def load_lfdm(path: str | Path, device: str | torch.device = "cpu") -> LFDM:
     "A whole LFDM from its checkpoint, in eval mode on `device`."
     ck = load_checkpoint(path, "lfdm")
-    model = LFDM(load_lfae(path), config_from_dict(LFDMConfig, ck["config"]))
+    if not isinstance(ck.get("state_dict"), dict): raise InputError(f"Checkpoint {path} holds no weights (state_dict); the file is damaged.")
+    model = _built(path, lambda: LFDM(load_lfae(path), config_from_dict(LFDMConfig, ck["config"])))
     _load_state(model.unet, ck["state_dict"], path)
+    model.checkpoint_path = Path(path)
     return model.to(device).eval()
 
 # %% ../nbs/08_lfdm.ipynb #a9a41474

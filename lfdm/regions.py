@@ -251,8 +251,10 @@ class RegionPredictor(nn.Module):
                ) -> dict[str, torch.Tensor]:
         check_shape(x, "b c h w", "image", c=self.num_channels)
         if self.scale_factor != 1: x = self.down(x)
-        heatmap = spatial_softmax(self.regions(self.predictor(x)), self.temperature)
-        return dict(**region_params_from_heatmap(heatmap, pca=self.pca_based), heatmap=heatmap)
+        logits = self.regions(self.predictor(x))
+        with torch.autocast(x.device.type, enabled=False):       # the statistics stay float32 under bf16 autocast (see 09_train)
+            heatmap = spatial_softmax(logits.float(), self.temperature)
+            return dict(**region_params_from_heatmap(heatmap, pca=self.pca_based), heatmap=heatmap)
 
 # %% ../nbs/03_regions.ipynb #a4379a75
 class BackgroundMotionPredictor(nn.Module):

@@ -8,12 +8,18 @@ from __future__ import annotations
 import copy
 import csv
 import difflib
+import errno
+import json
+import math
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import time
 import typing
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -25,16 +31,21 @@ import torch.nn as nn
 import yaml
 
 from .core import InputError, atomic_write, default, exists, get_device, write_video
-from .data import ACTIONS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, ClipDataset, FramePairDataset, ProceduralActions, VideoFolder
+from .data import (ACTIONS, LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, ClipDataset, FramePairDataset, ProceduralActions,
+                       VideoFolder)
 from .lfae import LFAE, LFAEConfig, LFAETrainer
 from .lfdm import (LFDM, LFDMConfig, EncodedClips, _cpu_state, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
                    load_lfae, save_checkpoint)
 from .unet3d import UNet3DConfig
 
+try: import fcntl                         # POSIX: the kernel's lock on RUN/.lock (released by the OS when a process dies)
+except ImportError: fcntl = None          # elsewhere the recorded pid alone decides
+
 # %% auto #0
-__all__ = ['PRESETS', 'DataConfig', 'TrainConfig', 'Config', 'preset', 'config_to_dict', 'structure', 'config_from_yaml',
-           'save_config', 'apply_overrides', 'StepBatches', 'step_loader', 'LFAEStage', 'DMStage', 'make_source',
-           'TrainResult', 'latest_checkpoint', 'train', 'make_dataset']
+__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset', 'config_to_dict',
+           'structure', 'config_from_yaml', 'save_config', 'apply_overrides', 'config_changes', 'resume_config',
+           'StepBatches', 'step_loader', 'LFAEStage', 'DMStage', 'make_source', 'cpu_supports_bf16', 'resolve_amp',
+           'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
 
 # %% ../nbs/09_train.ipynb #1dc97d09
 @dataclass
@@ -53,6 +64,8 @@ class DataConfig:
     max_gap: int | None = 16             # LFAE: largest distance in frames between source and driving (None: any)
     num_workers: int = 0                 # DataLoader worker processes
 
+    def __post_init__(self): _check_rules(DataConfig, vars(self), "DataConfig")
+
 @dataclass
 class TrainConfig:
     "How one stage is trained (its learning rate, betas and batch size live in the model config)."
@@ -62,18 +75,98 @@ class TrainConfig:
     keep_last: int = 2                   # step checkpoints kept besides best.pt
     ema_decay: float = 0.999             # EMA of the weights for sampling (0: none)
     grad_clip: float = 1.0               # clip the gradient norm to this (0: no clipping)
-    amp: str = "none"                    # autocast on CUDA: 'none', 'bf16' or 'fp16'
+    amp: str = "auto"                    # autocast: 'auto' (bf16 where the device computes it natively), 'none' (float32), 'bf16', 'fp16' (CUDA)
     seed: int = 0                        # batches, noise and initial weights
     max_clips: int | None = None         # train-dm: encode at most this many clips (None: all)
     cache_flows: bool = True             # train-dm: encode every clip once and train on the cache (False: encode each batch)
     device: str | None = None            # 'cpu', 'cuda', 'cuda:1', ... (None: CUDA when there is one); torchrun sets the rank's GPU
 
-    def __post_init__(self):
-        if self.amp not in ("none", "bf16", "fp16"): raise InputError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}.")
-        for name in ("steps", "log_every", "save_every", "keep_last"):
-            if getattr(self, name) < 1: raise InputError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if not 0 <= self.ema_decay < 1: raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
-        if self.grad_clip < 0: raise InputError(f"grad_clip must be ≥ 0 (0 switches clipping off), got {self.grad_clip}.")
+    def __post_init__(self): _check_rules(TrainConfig, vars(self), "TrainConfig")
+
+# %% ../nbs/09_train.ipynb #759d1c5c
+def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def _is_real(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+def _integer(lo: int, hi: int | None = None, none: bool = False, text: str | None = None):
+    "Rule: an integer >= `lo` (and < `hi`), or None when `none`."
+    def rule(v):
+        if v is None and none: return None
+        if _is_int(v) and v >= lo and (hi is None or v < hi): return None
+        if text: return text
+        if not _is_int(v): return "must be an integer" + (" or null" if none else "")
+        return f"must be at least {lo}" + (" (or null)" if none else "") if v < lo else f"must be less than {hi}"
+    return rule
+
+def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = True, none: bool = False,
+            text: str | None = None):
+    "Rule: a finite real number in the range given (open or closed at each end), or None when `none`."
+    if lo is not None and hi is not None: span = f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None: span = f" {'>' if lo_open else '>='} {lo}"
+    else: span = ""
+    text = text or f"must be a finite number{span}" + (" or null" if none else "")
+    def rule(v):
+        if v is None and none: return None
+        ok = (_is_real(v) and math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo))
+              and (hi is None or (v < hi if hi_open else v <= hi)))
+        return None if ok else text
+    return rule
+
+def _choice(*options):
+    "Rule: one of `options` (None is written null)."
+    text = "must be one of " + ", ".join("null" if o is None else repr(o) for o in options)
+    return lambda v: None if any(v == o and type(v) is type(o) for o in options) else text
+
+def _betas(v):
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_real(b) and math.isfinite(b) and 0 <= b < 1 for b in v): return None
+    return "must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. [0.9, 0.99]"
+
+def _scales(v):
+    if isinstance(v, (list, tuple)) and v and all(_is_real(s) and math.isfinite(s) and 0 < s <= 1 for s in v): return None
+    return "must be a non-empty list of numbers in (0, 1], e.g. [1.0, 0.5, 0.25]"
+
+def _text(v): return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+
+_SEED = _integer(0, 2 ** 63, text="must be an integer in [0, 2**63)")
+_LR, _BATCH, _WEIGHT = _number(0, lo_open=True), _integer(1), _number(0)
+_RULES = {
+    DataConfig: dict(dataset=_text, layout=_choice("auto", *LAYOUTS), split=_choice("train", "test", None),
+                     size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"), fit=_choice("crop", "pad", "stretch"),
+                     num_clips=_integer(1), num_appearances=_integer(1), seed=_SEED, max_gap=_integer(1, none=True),
+                     num_workers=_integer(0, 1025, text="must be an integer in [0, 1024] (0: load the data in the training process)")),
+    TrainConfig: dict(steps=_integer(1), log_every=_integer(1), save_every=_integer(1), keep_last=_integer(1),
+                      ema_decay=_number(0, 1, text="must be a finite number in [0, 1) (0: no EMA)"),
+                      grad_clip=_number(0, text="must be a finite number >= 0 (0: no clipping)"),
+                      amp=_choice("auto", "none", "bf16", "fp16"), seed=_SEED, max_clips=_integer(1, none=True),
+                      cache_flows=_choice(True, False)),
+    LFAEConfig: dict(lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"),
+                     num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True, hi_open=False),
+                     region_scale_factor=_number(0, 1, lo_open=True, hi_open=False, none=True), scales=_scales,
+                     reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
+    LFDMConfig: dict(lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
+                     null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number()),
+    UNet3DConfig: dict(dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
+                       init_kernel_size=_integer(1)),
+}
+
+def _show(v) -> str: return "null" if v is None else repr(v)
+
+def _check_rules(cls, values: dict, name: str):
+    "`InputError` for the first of `values` (a config class's settings) that breaks its rule in `_RULES`."
+    for key, rule in _RULES.get(cls, {}).items():
+        if key in values and (problem := rule(values[key])):
+            raise InputError(f"{name}.{key} {problem}, got {_show(values[key])}.")
+
+def check_config(config, # a `Config` (or any config dataclass in it)
+                 name: str = "config", # the key prefix of messages
+                ):
+    "Check every setting of `config` and of the configs inside it against its rule; returns `config`, or raises `InputError` naming the key."
+    if not is_dataclass(config) or isinstance(config, type):
+        raise InputError(f"{name} must be a config such as preset('tiny'), got {type(config).__name__}.")
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    _check_rules(type(config), values, name)
+    for k, v in values.items():
+        if is_dataclass(v) and not isinstance(v, type): check_config(v, f"{name}.{k}")
+    return config
 
 # %% ../nbs/09_train.ipynb #0b06c33b
 def _paper(dataset: str, layout: str, classes: tuple) -> "Config":
@@ -160,7 +253,7 @@ def structure(cls, # a config dataclass
               d: dict, # its settings (missing keys keep their defaults)
               name: str = "config", # for messages: where `d` comes from
              ):
-    "Build dataclass `cls` from a plain dict, naming any unknown key (with the closest known one) or value of the wrong type."
+    "Build dataclass `cls` from a plain dict, naming any unknown key (with the closest known one) or value of the wrong type or range."
     if not isinstance(d, dict): raise InputError(f"{name} must be a mapping, got {type(d).__name__}.")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls) if f.init}
@@ -169,7 +262,9 @@ def structure(cls, # a config dataclass
             close = difflib.get_close_matches(str(k), known, n=1)
             raise InputError(f"Unknown key {name}.{k}" + (f" (did you mean {name}.{close[0]}?)" if close else "")
                              + f"; {name} has: {', '.join(sorted(known))}.")
-    return cls(**{k: _check_value(v, hints[k], f"{name}.{k}") for k, v in d.items()})
+    values = {k: _check_value(v, hints[k], f"{name}.{k}") for k, v in d.items()}
+    _check_rules(cls, values, name)                                                  # ranges, finiteness: named as the user wrote them
+    return cls(**values)
 
 def _merge(base: dict, new: dict, name: str) -> dict:
     out = dict(base)
@@ -177,13 +272,34 @@ def _merge(base: dict, new: dict, name: str) -> dict:
         out[k] = _merge(base[k], v, f"{name}.{k}") if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
+class _AliasError(yaml.YAMLError):
+    def __init__(self, anchor: str, line: int): super().__init__(f"anchor or alias {anchor!r} on line {line}"); self.anchor, self.line = anchor, line
+
+class _StrictLoader(yaml.SafeLoader):
+    "PyYAML's safe loader without anchors and aliases (`&a`, `*a`): a config spells every value out, so it cannot expand to gigabytes."
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasError(event.anchor, event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+def _load_yaml(text: str): return yaml.load(text, Loader=_StrictLoader)
+
+MAX_CONFIG_BYTES = 1 << 20                 # a run config is a few kilobytes; anything near a megabyte is the wrong file
+
 def config_from_yaml(path: str | Path, # a YAML file written by `save_config` (or by hand: any subset of the keys)
                      base: Config | None = None, # what missing keys default to (default: the `tiny` preset)
                     ) -> Config:
     "Read a run config from YAML; keys it leaves out keep `base`'s values."
     path = Path(path)
     if not path.is_file(): raise InputError(f"Config file {path} does not exist.")
-    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
+            raise InputError(f"{path} is {size:,} bytes; a run config is a few kilobytes of YAML (at most {MAX_CONFIG_BYTES:,}): is it the right file?")
+        d = _load_yaml(path.read_text(encoding="utf-8"))
+    except _AliasError as e:
+        raise InputError(f"{path} uses the YAML anchor/alias {e.anchor!r} (line {e.line}); lfdm configs do not allow anchors or aliases: "
+                         "write each value out.") from None
     except yaml.YAMLError as e: raise InputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError: raise InputError(f"{path} is not a text (UTF-8) file: a config must be YAML text.") from None
     except OSError as e: raise InputError(f"Cannot read config file {path}: {e.strerror or e}.") from None
@@ -196,18 +312,24 @@ def save_config(config: Config, path: str | Path) -> Path:
     with atomic_write(path) as tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return Path(path)
 
+def _override_value(raw: str, hint):
+    "The value of one `key=value` override: YAML, with Python's None/none also read as null where the field takes null."
+    text = raw.strip()
+    if not text or (text in ("None", "none") and (hint is None or type(None) in typing.get_args(hint))): return None
+    try: return _load_yaml(raw)
+    except yaml.YAMLError: return raw                                            # (anchors and aliases included: kept as text)
+
 def apply_overrides(config: Config, # the config to change (not modified)
                     overrides: list[str], # 'section.key=value' strings, values in YAML syntax (`dm.lr=1e-4`, `data.test_subjects=[1, 2]`)
                    ) -> Config:
     "A copy of `config` with the overrides applied and checked."
     d = config_to_dict(config)
     for item in overrides:
-        if "=" not in item: raise InputError(f"Override {item!r} must look like key.path=value, e.g. dm.lr=1e-4.")
+        if not isinstance(item, str) or "=" not in item:
+            raise InputError(f"Override {item!r} must look like key.path=value, e.g. dm.lr=1e-4.")
         key, raw = item.split("=", 1)
         key = key.strip()
-        try: value = yaml.safe_load(raw) if raw.strip() not in ("", "None", "none") else None   # Python's None too
-        except yaml.YAMLError: value = raw
-        node, parts = d, key.split(".")
+        node, obj, parts = d, config, key.split(".")
         for i, part in enumerate(parts):
             where = ".".join(parts[:i]) or "the config"
             if not isinstance(node, dict) or part not in node:
@@ -215,9 +337,37 @@ def apply_overrides(config: Config, # the config to change (not modified)
                 close = difflib.get_close_matches(part, known, n=1)
                 raise InputError(f"Unknown key {key!r}: {where} has no {part!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                                  + (f"; it has: {', '.join(known)}." if known else "."))
-            if i == len(parts) - 1: node[part] = value
-            else: node = node[part]
+            if i == len(parts) - 1:
+                hint = typing.get_type_hints(type(obj)).get(part) if is_dataclass(obj) else None
+                node[part] = _override_value(raw, hint)
+            else: node, obj = node[part], getattr(obj, part, None)
     return structure(Config, d, "config")
+
+# %% ../nbs/09_train.ipynb #93c8c8db
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}."))
+        else: out[f"{prefix}{k}"] = v
+    return out
+
+def _value_text(v) -> str: return "null" if v is None else v if isinstance(v, str) else str(v)
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    "The settings that differ between two configs, as 'key old -> new' (keys as `--set` spells them)."
+    a, b = _flat(config_to_dict(old)), _flat(config_to_dict(new))
+    return [f"{k} {_value_text(a.get(k))} -> {_value_text(b.get(k))}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+def resume_config(run: str | Path, # a run folder (its config.yaml is read)
+                  overrides: list[str] = (), # the settings to change, 'key=value' as for `apply_overrides`
+                 ) -> tuple[Config, list[str]]:
+    "The config a resumed run trains with: the run's own `config.yaml` with `overrides` applied; and the changes ('key old -> new')."
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist, so {run} holds no run to resume (a run writes config.yaml when it starts).")
+    base = config_from_yaml(path)
+    new = apply_overrides(base, list(overrides))
+    return new, config_changes(base, new)
 
 # %% ../nbs/09_train.ipynb #0a1ece16
 class StepBatches:
@@ -316,6 +466,30 @@ class DMStage(nn.Module):
         return dict(total=loss)
 
 # %% ../nbs/09_train.ipynb #a4345aa4
+def _check_links(root: Path):
+    "`InputError` for a symbolic link under `root` that loops: onto itself (a -> b -> a) or onto a folder that contains it."
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try: entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError: continue                                               # unreadable: the layout's scan names it
+        for e in entries:
+            if e.name.startswith("."): continue                                # hidden: the layouts skip these too
+            if e.is_symlink():
+                link = Path(e.path)
+                try: target = link.resolve(strict=True)
+                except RuntimeError: target = None                             # Python < 3.13: "Symlink loop from ..."
+                except OSError as err:
+                    if err.errno != errno.ELOOP: continue                      # a dangling link: the layout's scan names it
+                    target = None
+                if target is None:
+                    raise InputError(f"{link} is a symbolic link that loops (it leads back to itself); remove it from the dataset folder {root}.")
+                here = link.parent.resolve()
+                if target.is_dir() and (target == here or target in here.parents):
+                    raise InputError(f"{link} is a symbolic link to {target}, a folder that contains the link: reading the dataset would go "
+                                     f"round in circles. Remove the link from {root}.")
+            elif e.is_dir(follow_symlinks=False): stack.append(Path(e.path))
+
 def make_source(data: DataConfig, # where the clips are
                 classes: tuple | None = None, # the class list the model expects (folders: label ids follow it)
                ):
@@ -325,12 +499,45 @@ def make_source(data: DataConfig, # where the clips are
             raise InputError(f"The procedural dataset has no class {unknown[0]!r}; its classes are {', '.join(ACTIONS)}.")
         return ProceduralActions(num_clips=data.num_clips, size=data.size, seed=data.seed, split=default(data.split, "train"),
                                  num_appearances=data.num_appearances, actions=default(classes, ACTIONS))
-    return VideoFolder(data.dataset, layout=data.layout, csv=data.csv, split=data.split, test_subjects=data.test_subjects,
-                       classes=classes, size=data.size, fit=data.fit)
+    root = Path(data.dataset).expanduser()
+    if root.is_dir(): _check_links(root)
+    try:
+        return VideoFolder(root, layout=data.layout, csv=data.csv, split=data.split, test_subjects=data.test_subjects,
+                           classes=classes, size=data.size, fit=data.fit)
+    except (OSError, RuntimeError) as e:                                       # e.g. a link loop deeper than the check above looks
+        raise InputError(f"Cannot scan the dataset folder {root} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}); "
+                         "fix or remove the file it names.") from None
 
 def _fingerprint(module: nn.Module) -> float:
     "A cheap number that changes when the weights change (to tell whether a flow cache was made by this LFAE)."
     with torch.no_grad(): return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(module.state_dict().values()) if p.is_floating_point()))
+
+# %% ../nbs/09_train.ipynb #872dcb2b
+def cpu_supports_bf16() -> bool:
+    "Whether this CPU has native bfloat16 instructions (x86 `avx512_bf16` / `amx_bf16`, Arm `bf16`), read from /proc/cpuinfo."
+    try: text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError: return False
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"): flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+def resolve_amp(amp: str, # the config's choice: 'auto', 'none', 'bf16' or 'fp16'
+                device: torch.device, # where the model trains
+                warn: bool = True, # warn when a choice cannot be honoured
+               ) -> str:
+    "The autocast precision a run uses on `device`: 'none' (float32), 'bf16' or 'fp16'."
+    if amp == "auto":
+        if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "none"
+        return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "none"
+    if amp == "fp16" and device.type != "cuda":
+        if warn: warnings.warn(f"amp='fp16' needs CUDA; training in float32 on {device.type} (amp='bf16' works on CPUs).")
+        return "none"
+    if amp == "bf16" and device.type not in ("cuda", "cpu"):
+        if warn: warnings.warn(f"amp='bf16' is not supported on {device.type}; training in float32.")
+        return "none"
+    return amp
 
 # %% ../nbs/09_train.ipynb #64a31335
 @dataclass
@@ -405,6 +612,140 @@ def _trim_log(log: Path, step: int):
     with atomic_write(log) as tmp:
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
 
+# %% ../nbs/09_train.ipynb #298084f4
+def _process_start(pid: int) -> str | None:
+    "When process `pid` started (Linux: clock ticks since boot, /proc/PID/stat field 22), or None where that cannot be read."
+    try: stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError: return None
+    rest = stat.rsplit(")", 1)[-1].split()                                    # the fields after '(command name)', from field 3 on
+    return None if len(rest) < 20 or rest[0] == "Z" else rest[19]            # a zombie has finished: no start time
+
+def _pid_alive(pid, start: str | None = None) -> bool:
+    "Whether `pid` is a running process on this host (and, if `start` is given, still the one that started then)."
+    if not _is_int(pid) or pid <= 0: return False
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass                                              # another user's process: it exists
+    except OSError: return False
+    now = _process_start(pid)
+    if Path(f"/proc/{pid}/stat").exists() and now is None: return False       # a zombie
+    return start is None or now is None or str(start) == now
+
+def _read_lock(path: Path) -> dict | None:
+    "The owner recorded in a lock file, or None (no file, or not our format)."
+    try: info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    return info if isinstance(info, dict) and _is_int(info.get("pid")) else None
+
+def _lock_alive(info: dict) -> bool:
+    "Whether the owner in a lock record may still run: checked on this host, assumed on any other (it cannot be seen from here)."
+    if info.get("host", socket.gethostname()) != socket.gethostname(): return True
+    return _pid_alive(info["pid"], info.get("start"))
+
+def _held_message(run: Path, info: dict | None) -> str:
+    if info is None: return f"{run} is in use by another trainer (it holds {run / RunLock.name}); wait for it to finish, or train into another folder."
+    since = f", since {info['since']}" if info.get("since") else ""
+    if info.get("host", socket.gethostname()) != socket.gethostname():
+        return (f"{run} is locked by pid {info['pid']} on host {info['host']}{since}; if no trainer runs there any more, delete "
+                f"{run / RunLock.name} and start again.")
+    return f"{run} is in use by another trainer (pid {info['pid']}{since}); wait for it to finish or stop it, or train into another folder."
+
+class RunLock:
+    "Exclusive use of a run folder by one process: `RUN/.lock` (pid, host, start); a stale lock (its process is gone) is taken over with a warning."
+    name = ".lock"
+    def __init__(self, run: str | Path): self.run, self.fd, self.created = Path(run), None, False
+    @property
+    def path(self) -> Path: return self.run / self.name
+
+    def holder(self) -> dict | None:
+        "The live owner of the folder (pid, host, since), or None when it is free or its lock is stale. Reads only."
+        info = _read_lock(self.path)
+        return info if info is not None and info.get("token") != getattr(self, "token", None) and _lock_alive(info) else None
+
+    def acquire(self) -> "RunLock":
+        "Take the lock (creating the folder if needed); `InputError` naming the owner when another live process holds it."
+        if self.run.exists() and not self.run.is_dir(): raise InputError(f"The run folder {self.run} is a file; choose a folder.")
+        self.created = not self.run.exists()
+        try: self.run.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise InputError(f"Cannot create the run folder {self.run}: {e.strerror or e}.") from None
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd); raise InputError(_held_message(self.run, _read_lock(self.path))) from None
+                try: same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError: same = False
+                if not same: os.close(fd); continue                            # its owner removed it meanwhile: lock the new file
+            old = _read_lock(self.path)
+            ours = fcntl is not None and old is not None and old["pid"] == os.getpid()   # left by an earlier call of this process
+            if old is not None and not ours and _lock_alive(old):
+                os.close(fd); raise InputError(_held_message(self.run, old))
+            if old is not None and not ours:
+                warnings.warn(f"{self.run}: taking over the stale lock of pid {old['pid']} (that process is no longer running).", stacklevel=3)
+            self.token = uuid.uuid4().hex
+            record = dict(pid=os.getpid(), host=socket.gethostname(), start=_process_start(os.getpid()),
+                          since=time.strftime("%Y-%m-%d %H:%M:%S"), token=self.token)
+            os.ftruncate(fd, 0); os.lseek(fd, 0, os.SEEK_SET); os.write(fd, json.dumps(record).encode()); os.fsync(fd)
+            self.fd = fd
+            return self
+        raise InputError(f"Could not lock {self.path}: other processes keep replacing it.")
+
+    def release(self):
+        "Give the folder back: remove the lock file (if it is still ours), and the folder itself if `acquire` created it and it is empty."
+        if self.fd is None: return
+        try:
+            if (_read_lock(self.path) or {}).get("token") == self.token: self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd); self.fd = None                                   # drops the kernel's lock
+        if self.created:
+            try: self.run.rmdir()
+            except OSError: pass
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+_RUN_FILES = ("config.yaml", "log.csv", "loss.png", "flows.pt")
+_TEMPORARY = re.compile(r"\.(?:config|log|loss|flows|best|step_\d+)\.\w+\.(?:yaml|csv|png|pt)")
+
+def _run_contents(run: Path) -> tuple[list[Path], list[str]]:
+    "(step checkpoints, other run files) in `run`: what makes a folder hold a run."
+    if not run.is_dir(): return [], []
+    others = [n for n in _RUN_FILES if (run / n).exists()] + (["checkpoints/best.pt"] if (run / "checkpoints" / "best.pt").exists() else [])
+    return _checkpoints(run), others
+
+def _existing_run_message(run: Path, ckpts: list[Path], others: list[str]) -> str:
+    aside = f"{run}.old-<timestamp>"
+    if ckpts:
+        last = re.fullmatch(r"step_0*(\d+)\.pt", ckpts[-1].name)
+        n = len(ckpts)
+        return (f"{run} already holds a run ({n} checkpoint{'s' * (n != 1)}, last step {last[1] if last else '?'}); continue it with "
+                f"--resume, or pass --overwrite to move it aside to {aside} (in Python: resume=True or overwrite=True).")
+    return (f"{run} already holds the start of a run that saved no checkpoint ({', '.join(others)}); pass --overwrite to move it aside "
+            f"to {aside} (in Python: overwrite=True), or choose another folder.")
+
+def _move_aside(run: Path) -> Path:
+    "Move everything in `run` but its lock into a new sibling folder RUN.old-<timestamp>; returns that folder. Nothing is deleted."
+    real = run.resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, k = real.with_name(f"{real.name}.old-{stamp}"), 1
+    while dest.exists(): k += 1; dest = real.with_name(f"{real.name}.old-{stamp}-{k}")
+    dest.mkdir()
+    try:
+        for p in sorted(run.iterdir()):
+            if p.name != RunLock.name: os.rename(p, dest / p.name)
+    except OSError as e:
+        raise InputError(f"Cannot move {e.filename} aside into {dest} ({e.strerror}); move the old run away by hand.") from None
+    return dest
+
+def _remove_temporaries(run: Path) -> list[Path]:
+    "Delete the hidden temporaries that `atomic_write` leaves when a process is killed mid-write (only those names); returns them."
+    gone = []
+    for folder in (run, run / "checkpoints"):
+        if not folder.is_dir(): continue
+        for p in sorted(folder.iterdir()):
+            if _TEMPORARY.fullmatch(p.name) and p.is_file(): p.unlink(); gone.append(p)
+    return gone
+
 # %% ../nbs/09_train.ipynb #de85bb83
 def _check_size(model: LFAE, config: Config):
     if model.config.image_size != config.data.size:
@@ -428,12 +769,36 @@ def _build(stage: str, config: Config, lfae: str | Path | None, device, init: di
 def _lfae_from(part: dict) -> LFAE:
     return _load_state(LFAE(config_from_dict(LFAEConfig, part["config"], "lfae config")), part["state_dict"], "the checkpoint")
 
-def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Path, world: int, is_main: bool, progress: bool):
+def _used_clips(stage: str, source, tc: TrainConfig) -> int:
+    "How many clips of `source` the stage trains on (train-dm: the first `max_clips`)."
+    return min(len(source), tc.max_clips) if stage == "dm" and exists(tc.max_clips) else len(source)
+
+def _checked_source(stage: str, config: Config, tc: TrainConfig, progress: bool = False):
+    "The stage's clip source, with every clip it will train on opened now: a file that cannot be decoded is named before the first step."
+    source = make_source(config.data, config.dm.classes if stage == "dm" else None)
+    if not isinstance(source, VideoFolder): return source                    # rendered clips: nothing on disk to check
+    n = _used_clips(stage, source, tc)
+    items = range(n)
+    if progress and n > 200:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc="checking clips", unit="clip", leave=False)
+    for i in items:
+        path = source.clips[i].path
+        try: frames = source.length(i)                                        # videos: decodes the header and counts the frames
+        except InputError as e:
+            raise InputError(f"{e} (clip {i + 1} of {n}; every clip is checked before training starts: replace or remove it)") from None
+        except (OSError, RuntimeError) as e:
+            raise InputError(f"Cannot read clip {path} ({type(e).__name__}: {e}); replace or remove it.") from None
+        if stage != "dm" and frames < 2:
+            raise InputError(f"Clip {path} has {frames} frame; the LFAE trains on pairs of frames of one clip, so each clip needs at least 2: "
+                             "remove it or use a longer clip.")
+    return source
+
+def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Path, world: int, is_main: bool, progress: bool, source):
     if stage in ("lfae", "decoder"):
-        return FramePairDataset(make_source(config.data), max_gap=config.data.max_gap, seed=config.data.seed)
+        return FramePairDataset(source, max_gap=config.data.max_gap, seed=config.data.seed)
     model = stage_module.model
-    clips = ClipDataset(make_source(config.data, config.dm.classes), num_frames=config.dm.num_frames, sampling=config.dm.sampling,
-                        seed=config.data.seed)
+    clips = ClipDataset(source, num_frames=config.dm.num_frames, sampling=config.dm.sampling, seed=config.data.seed)
     if exists(tc.max_clips) and tc.max_clips < len(clips): clips = torch.utils.data.Subset(clips, range(tc.max_clips))
     if not tc.cache_flows: return clips
     cache_file, key = run / "flows.pt", dict(lfae=_fingerprint(model.lfae), data=config_to_dict(config.data), clips=len(clips),
@@ -450,44 +815,116 @@ def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Pat
     cache = torch.load(cache_file, weights_only=True)
     return EncodedClips({k: v for k, v in cache.items() if k != "key"})
 
+def _resume_checkpoint(stage: str, run: Path, resume) -> tuple[dict, Path]:
+    "The checkpoint to continue from (the run's newest, or the path given), checked against the stage."
+    path = latest_checkpoint(run) if resume is True else Path(resume)
+    ckpt = load_checkpoint(path, "lfdm" if stage == "dm" else "lfae")
+    if "train" not in ckpt:
+        raise InputError(f"{path} holds weights only (no optimiser state or step): it cannot be resumed. "
+                         + ("Pass it as --lfae to start a new run from it." if stage != "lfae" else ""))
+    if ckpt["train"]["stage"] != stage:
+        raise InputError(f"{path} was written by stage {ckpt['train']['stage']!r}, not {stage!r}.")
+    return ckpt, path
+
+def _run_settings(config: Config | None, run: Path, ckpt: dict | None, ckpt_path: Path | None, overrides: list[str], verbose: bool) -> Config:
+    "The config the run trains with: `config` (+ overrides) for a new run; the run's own settings (+ overrides) when resuming."
+    if ckpt is None:
+        if config is None:
+            raise InputError("A new run needs a config (preset('tiny'), config_from_yaml(...), ...); config=None is for resuming a run.")
+        return check_config(apply_overrides(config, overrides) if overrides else config)
+    if (run / "config.yaml").is_file():
+        wanted, changes = resume_config(run, overrides)
+        where = str(run / "config.yaml")
+    else:
+        saved = ckpt["train"].get("run_config")
+        if isinstance(saved, dict): base, where = structure(Config, saved), f"the run config saved in {ckpt_path}"
+        elif config is not None: base, where = config, "the config given (the checkpoint records none)"
+        else: raise InputError(f"Neither {run / 'config.yaml'} nor {ckpt_path} records the run's settings: pass the config to resume with.")
+        wanted = apply_overrides(base, overrides)
+        changes = config_changes(base, wanted)
+    check_config(wanted)
+    if config is not None and config != wanted:
+        diff = config_changes(wanted, config)
+        raise InputError(f"The config given differs from {where}{' with the overrides' if overrides else ''} (run -> given: "
+                         f"{', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''}); a resumed run keeps its own settings: pass config=None "
+                         "and only the changes, overrides=['key=value'] (command line: --resume --set key=value).")
+    if verbose: print(f"resuming with {where}" + (f"; changed: {', '.join(changes)}" if changes else " (no settings changed)"))
+    return wanted
+
 # %% ../nbs/09_train.ipynb #ecfa864b
 def train(stage: str, # 'lfae', 'dm', or 'decoder' (fine-tune the LFAE's decoder on new videos)
-          config: Config, # the run's config (`preset(...)`, `config_from_yaml`, `apply_overrides`)
+          config: Config | None, # the run's config (`preset(...)`, `config_from_yaml`, `apply_overrides`); None to resume with the run's own
           run: str | Path, # the run folder (created)
           resume: bool | str | Path = False, # True: continue from the run's newest checkpoint; or a checkpoint path
           lfae: str | Path | None = None, # 'dm' and 'decoder': the stage-one checkpoint to start from
           progress: bool = True, # show a tqdm bar
           stop_after: int | None = None, # stop (with a checkpoint) after this many steps of this call, as if interrupted
           init: str | Path | None = None, # a new run's starting weights: a checkpoint of the same stage (warm start / fine-tuning)
+          overrides: list[str] | None = None, # 'key=value' settings to change: of the run's config.yaml when resuming, else of `config`
+          overwrite: bool = False, # a new run into a folder that holds one: move the old run aside to RUN.old-<timestamp> first
          ) -> TrainResult:
     "Train one stage; see the table above for what is written. Works alone, and under `torchrun` (DDP: gloo on CPU, NCCL on GPUs)."
     if stage not in ("lfae", "dm", "decoder"): raise InputError(f"stage must be 'lfae', 'dm' or 'decoder', got {stage!r}.")
-    tc = config.dm_train if stage == "dm" else config.lfae_train
+    if resume and overwrite:
+        raise InputError("--resume continues the run in the folder and --overwrite moves it aside for a new one: pass one of them.")
     run = Path(run)
+    if config is not None: check_config(config)                               # every setting, before anything is read or written
     rank, world, local_rank = _dist_info()
+    is_main = rank == 0
+    if is_main and (holder := RunLock(run).holder()): raise InputError(_held_message(run, holder))   # fail fast; acquire() decides
+    ckpt_in, ckpt_path = _resume_checkpoint(stage, run, resume) if resume else (None, None)
+    config = _run_settings(config, run, ckpt_in, ckpt_path, list(overrides or []), verbose=is_main)
+    tc = config.dm_train if stage == "dm" else config.lfae_train
     own_group = world > 1 and not dist.is_initialized()
     device = get_device(tc.device)
     if own_group:
         if device.type == "cuda": device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
     try:
-        return _train(stage, config, tc, run, resume, lfae, progress and is_main, stop_after, device, rank, world, is_main, init)
+        return _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress and is_main, stop_after, device, rank, world, is_main,
+                      init, overwrite)
     finally:
         if own_group: dist.destroy_process_group()
 
-def _train(stage, config, tc, run, resume, lfae, progress, stop_after, device, rank, world, is_main, init_from) -> TrainResult:
+def _agree(error: Exception | None, world: int, device):
+    "Raise on every process when rank 0 met `error` (so that no process waits for the others forever)."
+    if world > 1:
+        flag = torch.tensor([float(error is not None)], device=device)
+        dist.broadcast(flag, 0)
+        if flag.item() and error is None: raise InputError("Rank 0 could not prepare the run folder (its message says why); every process stops.")
+    if error is not None: raise error
+
+def _prepare_run(run: Path, lock: RunLock, config: Config, step: int, resumed: bool, overwrite: bool):
+    "Rank 0, once every check has passed: take the folder, refuse (or move aside) an earlier run, clear temporaries, write config.yaml."
+    lock.acquire()
+    ckpts, others = _run_contents(run)
+    if not resumed and (ckpts or others):
+        if not overwrite: raise InputError(_existing_run_message(run, ckpts, others))
+        print(f"moved the earlier run in {run} aside to {_move_aside(run)}")
+    if gone := _remove_temporaries(run):
+        print(f"removed {len(gone)} temporary file(s) left by an interrupted run in {run}: {', '.join(p.name for p in gone[:4])}"
+              + (", ..." if len(gone) > 4 else ""))
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_config(config, run / "config.yaml")
+    _trim_log(run / "log.csv", step)
+
+def _nan_guard(stage: str, run: Path, what: str) -> FloatingPointError:
+    "The NaN guard's error: where it happened, that nothing was saved, the last good checkpoint and what to try."
+    found = _checkpoints(run)
+    good = found[-1] if found else "none yet"
+    return FloatingPointError(f"The {stage} {what} on some process; nothing was saved for this step. The last good checkpoint: {good}. "
+                              f"Lower the learning rate (--set {'dm' if stage == 'dm' else 'lfae'}.lr=...), enable grad_clip, or check the "
+                              "data for NaNs.")
+
+def _all_finite(module: nn.Module) -> bool: return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+def _diverged(error: Exception, net: nn.Module) -> bool:
+    "Whether an error raised inside the forward pass comes from non-finite numbers (e.g. an SVD or inverse of a NaN matrix)."
+    return isinstance(error, torch.linalg.LinAlgError) or not _all_finite(net)
+
+def _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress, stop_after, device, rank, world, is_main, init_from, overwrite) -> TrainResult:
     t_start = time.perf_counter()
-    ckpt_in = None
-    if resume:
-        path = latest_checkpoint(run) if resume is True else Path(resume)
-        ckpt_in = load_checkpoint(path, "lfdm" if stage == "dm" else "lfae")
-        if "train" not in ckpt_in:
-            raise InputError(f"{path} holds weights only (no optimiser state or step): it cannot be resumed. "
-                             + ("Pass it as --lfae to start a new run from it." if stage != "lfae" else ""))
-        if ckpt_in["train"]["stage"] != stage:
-            raise InputError(f"{path} was written by stage {ckpt_in['train']['stage']!r}, not {stage!r}.")
-    if init_from is not None and resume: raise InputError("--init starts a new run; a resumed run continues from its own checkpoint.")
+    if init_from is not None and ckpt_in is not None: raise InputError("--init starts a new run; a resumed run continues from its own checkpoint.")
     if init_from is not None and stage == "decoder": raise InputError("finetune-decoder starts from --lfae; --init is not needed.")
     if init_from is not None and stage == "dm" and lfae is None: lfae = init_from     # an LFDM file carries its LFAE
     torch.manual_seed(tc.seed)                                                  # initial weights
@@ -515,26 +952,34 @@ def _train(stage, config, tc, run, resume, lfae, progress, stop_after, device, r
         step, best = tr["step"], tr.get("best", float("inf"))
         _set_rng_state(tr["rng"])
     if step >= tc.steps:
-        return TrainResult(run, step, Path(resume) if resume not in (True, False) else latest_checkpoint(run), [], seconds=0.0)
-    make_source(config.data, config.dm.classes if stage == "dm" else None)     # bad data fails here, before the run folder is touched
-    if is_main:
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for stale in (run / "checkpoints").glob(".step_*"): stale.unlink()     # half-written temporaries of a killed run
-        save_config(config, run / "config.yaml")
-        _trim_log(run / "log.csv", step)
-    data = _dataset(stage, config, module, tc, run, world, is_main, progress)
+        return TrainResult(run, step, ckpt_path, [], seconds=0.0)
+    source = _checked_source(stage, config, tc, progress)                      # bad data fails here, before the run folder is touched
     batch_size = mc.batch_size
-    batches = StepBatches(len(data), batch_size, tc.seed, rank, world)
+    batches = StepBatches(_used_clips(stage, source, tc), batch_size, tc.seed, rank, world)   # too few clips for one batch: now
+    lock = RunLock(run) if is_main else None                                   # DDP: rank 0 owns the folder
+    try:
+        error = None
+        if is_main:
+            try: _prepare_run(run, lock, config, step, ckpt_in is not None, overwrite)
+            except InputError as e: error = e
+        _agree(error, world, device)
+        return _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfae_part, source, batches, progress, stop_after,
+                     device, rank, world, is_main, t_start)
+    finally:
+        if lock is not None: lock.release()
+
+def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfae_part, source, batches, progress, stop_after,
+          device, rank, world, is_main, t_start) -> TrainResult:
+    data = _dataset(stage, config, module, tc, run, world, is_main, progress, source)
+    batch_size = batches.batch_size
     local = batch_size // world
     part = slice(rank * local, (rank + 1) * local)
     stop = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
     loader = step_loader(data, batches, step, stop, config.data.num_workers)
     wrapped = nn.parallel.DistributedDataParallel(module, broadcast_buffers=False, find_unused_parameters=stage != "dm") if world > 1 else module
-    amp = tc.amp if device.type == "cuda" else "none"
-    if tc.amp != "none" and device.type != "cuda" and is_main:
-        warnings.warn(f"amp={tc.amp!r} needs CUDA; training in float32 on {device.type}.")
+    amp = resolve_amp(tc.amp, device, warn=is_main)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    autocast = dict(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "none")
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "none")
     module.train()
     bar = None
     if progress:
@@ -545,6 +990,7 @@ def _train(stage, config, tc, run, resume, lfae, progress, stop_after, device, r
 
     def save(final: bool = False) -> Path:
         nonlocal best, since_save
+        if not _all_finite(net): raise _nan_guard(stage, run, f"weights are not finite after the update of step {step - 1}")
         mean = float(np.mean(since_save)) if since_save else float("inf")
         is_best = mean < best
         best = min(best, mean)
@@ -577,22 +1023,28 @@ def _train(stage, config, tc, run, resume, lfae, progress, stop_after, device, r
             seed = _step_seed(tc.seed, step)
             torch.manual_seed(seed + rank)                                       # per-rank randomness inside the stage (TPS)
             gen = torch.Generator().manual_seed(seed)                            # global-batch randomness (noise, t, dropout)
-            with torch.autocast(**autocast):
-                out = wrapped(batch, gen, part, batch_size)
-            total = out["total"]
-            bad = torch.tensor([float(not torch.isfinite(total.detach()).item()), float(sigint.flag)], device=device)
+            failed = None
+            try:
+                with torch.autocast(**autocast):
+                    out = wrapped(batch, gen, part, batch_size)
+                total = out["total"]
+                finite = bool(torch.isfinite(total.detach()).item())
+            except RuntimeError as e:                                            # LinAlgError included: NaN weights or inputs inside
+                if not _diverged(e, net): raise
+                out, total, finite, failed = None, None, False, e
+            bad = torch.tensor([float(not finite), float(sigint.flag)], device=device)
             if world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)             # every rank stops together
             nan, stop_now = bad.tolist()
             if nan:
-                terms = {k: round(float(v.detach()), 6) for k, v in out.items()}
-                good = _checkpoints(run)[-1] if _checkpoints(run) else "none yet"
-                raise FloatingPointError(f"The {stage} loss is not finite at step {step} ({terms}) on some process; nothing was saved for "
-                                         f"this step. The last good checkpoint: {good}. Lower the learning rate (--set "
-                                         f"{'dm' if stage == 'dm' else 'lfae'}.lr=...), enable grad_clip, or check the data for NaNs.")
+                detail = (f"the forward pass failed: {str(failed).splitlines()[0]}" if failed is not None else
+                          str({k: round(float(v.detach()), 6) for k, v in out.items()}) if out is not None else "on another process")
+                raise _nan_guard(stage, run, f"loss is not finite at step {step} ({detail})")
             opt.zero_grad(set_to_none=True)
             if scaler is not None: scaler.scale(total).backward(); scaler.unscale_(opt)
             else: total.backward()
             gn = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            if scaler is None and not torch.isfinite(gn):                         # (fp16: the scaler skips such steps by itself)
+                raise _nan_guard(stage, run, f"gradient is not finite at step {step} (gradient norm {float(gn)})")
             if scaler is not None: scaler.step(opt); scaler.update()
             else: opt.step()
             if ema is not None:

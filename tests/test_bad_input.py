@@ -752,3 +752,406 @@ def test_cli_eval_rejects_bad_checkpoints(files, existing, checkpoint, needles):
     if "eval" not in subcommands(): pytest.skip("`lfdm eval` is not in lfdm/cli.py yet (10_eval / 11_cli are being written)")
     expect_cli_error("eval", "--checkpoint", files / checkpoint, "--out", existing["run"], needles=needles)
     assert_untouched(existing)
+
+
+# ================================================================ "portable and safe": checked before any work
+# Each class below is built for the class, not the case: hostile values of every kind, through the Python API and the command line.
+# Sampling is never reached in the refusal tests: the model loader (or `evaluate`) is replaced by one that fails the test if called.
+
+import math
+import re
+import signal
+import shutil
+import time
+from unittest import mock
+
+import lfdm.cli as lfdm_cli
+from lfdm.core import check_output_path
+
+
+def _must_not_load(*a, **kw): raise AssertionError("the model was loaded: the option should have been refused before any work")
+
+
+@pytest.fixture
+def no_work():
+    "Fail the test if a command loads a model or starts an evaluation."
+    with mock.patch.object(lfdm_cli, "load_lfdm", _must_not_load), mock.patch("lfdm.eval.evaluate", _must_not_load):
+        yield
+
+
+def expect_one_line_cli_error(*args, needles=()):
+    "`expect_cli_error`, and stderr is exactly one line."
+    err = expect_cli_error(*args, needles=needles)
+    assert len(err.strip().splitlines()) == 1, f"not one line: {err}"
+    return err
+
+
+def _no_temporaries(folder: Path):
+    left = [p.name for p in Path(folder).iterdir() if p.name.startswith(".") and (p.suffix in (".gif", ".mp4") or "partial" in p.name)]
+    assert not left, f"temporary files left behind: {left}"
+
+
+# ---------------------------------------------------------------- output paths
+
+def _bad_outputs(tmp: Path) -> list:
+    "(path, words the message must contain) for hostile output paths; builds what they need under `tmp`."
+    (tmp / "a_folder.gif").mkdir(exist_ok=True)
+    (tmp / "notes.txt").write_text("a file")
+    link = tmp / "to_proc"
+    if not link.exists(): link.symlink_to("/proc")
+    return [
+        (tmp, ["is an existing folder"]), (tmp / "a_folder.gif", ["is an existing folder"]),
+        (tmp / "notes.txt" / "out.gif", ["notes.txt is a file, not a folder"]),
+        (tmp / "notes.txt" / "deeper" / "still" / "out.mp4", ["notes.txt is a file, not a folder"]),
+        (Path("/proc/out.gif"), ["inside /proc"]), (Path("/proc/self/out.gif"), ["inside /proc"]), (Path("/sys/out.gif"), ["inside /sys"]),
+        (link / "out.gif", ["inside /proc"]),                                                  # a symlink does not hide /proc
+        (tmp / "out.png", ["must end in .gif or .mp4"]), (tmp / "out.txt", ["must end in .gif or .mp4"]),
+        (tmp / "out", ["must end in .gif or .mp4", "no extension"]), (tmp / "out.gif.bak", ["must end in .gif or .mp4"]),
+        (tmp / ("x" * 300 + ".gif"), ["too long"]),
+    ]
+
+
+def test_check_output_path_refuses_each_bad_path(tmp_path):
+    before = digest(tmp_path)
+    for path, needles in _bad_outputs(tmp_path):
+        before = digest(tmp_path)
+        expect(lambda: check_output_path(path), str(path)[:60], *needles)
+        assert digest(tmp_path) == before, f"checking {path} changed the folder"
+    expect(lambda: check_output_path(""), "empty")
+    expect(lambda: check_output_path(str(tmp_path / "a\x00.gif")), "NUL byte")
+    expect(lambda: check_output_path("/dev/null", suffixes=None), "/dev/null", "not a regular file")
+    expect(lambda: check_output_path(tmp_path / "notes.txt", folder=True), "notes.txt", "is a file, not a folder")
+    expect(lambda: check_output_path(Path("/proc/run"), folder=True), "inside /proc")
+    assert check_output_path(tmp_path / "new" / "deeper" / "ok.GIF") == tmp_path / "new" / "deeper" / "ok.GIF"   # creatable: fine
+    assert not (tmp_path / "new").exists(), "the check created a folder"
+
+
+def test_check_output_path_full_disk_and_unwritable_folder(tmp_path):
+    full = shutil._ntuple_diskusage(10**9, 10**9 - 10, 10)
+    with mock.patch("lfdm.core.shutil.disk_usage", return_value=full):
+        expect(lambda: check_output_path(tmp_path / "out.gif"), str(tmp_path), "full", "10 bytes free")
+    with mock.patch("lfdm.core.os.access", return_value=False):
+        expect(lambda: check_output_path(tmp_path / "sub" / "out.gif"), str(tmp_path), "not writable")
+
+
+def test_read_only_folder_is_refused_exactly_when_writing_really_fails(tmp_path):
+    "A chmod 555 folder: refused for normal users; the superuser (tests often run as root) may write there, so it is then accepted."
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+    try:
+        try: (ro / "probe").write_bytes(b"x"); (ro / "probe").unlink(); writable = True
+        except OSError: writable = False
+        if writable: assert check_output_path(ro / "out.gif") == ro / "out.gif"
+        else: expect(lambda: check_output_path(ro / "out.gif"), str(ro), "not writable")
+    finally: ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["demo", "sample"])
+def test_cli_bad_out_paths_are_refused_before_sampling(tmp_path, existing, no_work, command):
+    for path, needles in _bad_outputs(tmp_path):
+        before = digest(tmp_path)
+        args = ["--image", STILL, "--class", "wave"] if command == "sample" else []
+        expect_one_line_cli_error(command, *args, "--out", path, "--steps", "1", needles=[*needles, str(path)[:60]])
+        assert digest(tmp_path) == before
+    assert_untouched(existing)
+
+
+def test_cli_full_disk_is_refused_before_sampling(existing, no_work):
+    with mock.patch("lfdm.core.shutil.disk_usage", return_value=shutil._ntuple_diskusage(10**9, 10**9, 0)):
+        expect_one_line_cli_error("demo", "--out", existing["out"], needles=["full", str(existing["out"].parent)])
+    assert_untouched(existing)
+
+
+def test_write_video_refuses_bad_paths_and_keeps_files(tmp_path):
+    clip = torch.rand(3, 2, 8, 8)
+    for path, needles in _bad_outputs(tmp_path):
+        before = digest(tmp_path)
+        expect(lambda: write_video(clip, path), *needles)
+        assert digest(tmp_path) == before
+
+
+def test_other_commands_check_their_output_folders(tmp_path, existing, no_work):
+    (tmp_path / "notes.txt").write_text("x")
+    expect_one_line_cli_error("eval", "--out", tmp_path / "notes.txt", needles=["notes.txt", "is a file, not a folder"])
+    expect_one_line_cli_error("eval", "--out", "/proc/eval", needles=["inside /proc"])
+    expect_one_line_cli_error("eval", "--out", tmp_path / "notes.txt" / "eval", needles=["notes.txt is a file"])
+    expect_one_line_cli_error("convert-official", "--lfae", BUNDLED, "--out", "/proc/x.pt", needles=["inside /proc"])
+    expect_one_line_cli_error("convert-official", "--lfae", BUNDLED, "--out", tmp_path, needles=["is an existing folder"])
+    for command in ["train-lfae", "train-dm", "finetune-decoder"]:
+        expect_one_line_cli_error(command, "--run-dir", tmp_path / "notes.txt", *CPU, needles=["notes.txt", "is a file, not a folder"])
+        expect_one_line_cli_error(command, "--run-dir", "/proc/run", *CPU, needles=["inside /proc"])
+    assert (tmp_path / "notes.txt").read_text() == "x"
+    assert_untouched(existing)
+
+
+# ---------------------------------------------------------------- numeric options
+
+BAD_SEEDS = ["-1", "-9999999999999999999999", str(2**63), str(2**64), str(10**40)]
+BAD_FPS = ["0", "-1", "1e-9", "0.05", "121", "1e9", "nan", "inf", "-inf"]
+BAD_STEPS = ["0", "-1", "-1000"]
+BAD_GUIDANCE = ["nan", "inf", "-inf", "-1", "-0.5", "1e300", "1000"]
+
+
+def _cases(*groups):
+    return [(option, value, needle) for option, values, needle in groups for value in values]
+
+
+DEMO_OPTIONS = _cases(("--seed", BAD_SEEDS, "seed must be an integer with 0 <= seed < 2**63"),
+                      ("--fps", BAD_FPS, "fps must be a positive number from 0.1 to 120"),
+                      ("--steps", BAD_STEPS, "sampling steps (--steps) must be an integer >= 1"))
+SAMPLE_OPTIONS = DEMO_OPTIONS + _cases(("--guidance", BAD_GUIDANCE, "guidance must be a finite number from 0 to 100"))
+
+
+@pytest.mark.parametrize("option, value, needle", DEMO_OPTIONS, ids=[f"{o}={v}" for o, v, _ in DEMO_OPTIONS])
+def test_cli_demo_refuses_out_of_range_options_before_work(existing, no_work, option, value, needle):
+    expect_one_line_cli_error("demo", "--out", existing["out"], f"{option}={value}", needles=[needle])   # = : argparse reads '-inf' as a flag
+    assert_untouched(existing)
+
+
+@pytest.mark.parametrize("option, value, needle", SAMPLE_OPTIONS, ids=[f"{o}={v}" for o, v, _ in SAMPLE_OPTIONS])
+def test_cli_sample_refuses_out_of_range_options_before_work(existing, no_work, option, value, needle):
+    expect_one_line_cli_error("sample", "--image", STILL, "--class", "wave", "--out", existing["out"], f"{option}={value}", needles=[needle])
+    assert_untouched(existing)
+
+
+EVAL_OPTIONS = _cases(("--seed", BAD_SEEDS, "seed must be an integer"), ("--steps", BAD_STEPS, "sampling steps"),
+                      ("--guidance", BAD_GUIDANCE, "guidance must be a finite number"),
+                      ("--clips-per-class", ["0", "-3", "100000"], "--clips-per-class must be an integer"),
+                      ("--stage1-clips", ["-1", "10000000"], "--stage1-clips must be an integer"))
+
+
+@pytest.mark.parametrize("option, value, needle", EVAL_OPTIONS, ids=[f"{o}={v}" for o, v, _ in EVAL_OPTIONS])
+def test_cli_eval_refuses_out_of_range_options_before_work(existing, no_work, option, value, needle):
+    expect_one_line_cli_error("eval", "--out", existing["run"], f"{option}={value}", needles=[needle])
+    assert_untouched(existing)
+
+
+@pytest.mark.parametrize("kw, needle", [
+    *[(dict(seed=s), "seed must be an integer") for s in (-1, 2**63, 2**70, 1.5, "0", True, None)],
+    *[(dict(fps=f), "fps must be a positive number") for f in (0, 1e-9, 121, math.nan, math.inf, "8", None)],
+    *[(dict(steps=s), "sampling steps") for s in (0, -5, 2.5, "10", True)],
+], ids=lambda v: repr(v) if not isinstance(v, dict) else "-".join(f"{k}={v!r}" for k, v in v.items()))
+def test_python_demo_and_sample_refuse_bad_options_before_work(existing, no_work, kw, needle):
+    expect(lambda: lfdm_cli.demo(existing["out"], **kw), needle)
+    expect(lambda: lfdm_cli.sample(STILL, "wave", existing["out"], **kw), needle)
+    assert_untouched(existing)
+
+
+@pytest.mark.parametrize("guidance", [math.nan, math.inf, -math.inf, -1.0, 1e300, "2", True], ids=repr)
+def test_lfdm_sample_refuses_bad_guidance_naming_it(model, guidance):
+    msg = expect(lambda: model.sample(_img(model, 3, "S", "S"), "wave", guidance=guidance, steps=1, num_frames=2), "guidance must be")
+    assert "guidance" in msg
+
+
+@pytest.mark.parametrize("kw, needle", [(dict(steps=2.5), "sampling steps"), (dict(steps=True), "sampling steps"),
+                                        (dict(steps=-1), "sampling steps"), (dict(num_frames=10**5), "num_frames"),
+                                        (dict(num_frames=0), "num_frames"), (dict(num_frames="16"), "num_frames")], ids=repr)
+def test_lfdm_sample_refuses_bad_counts(model, kw, needle):
+    expect(lambda: model.sample(_img(model, 3, "S", "S"), "wave", **dict(dict(steps=1, num_frames=2), **kw)), needle)
+
+
+# ---------------------------------------------------------------- load_image: size and EXIF orientation
+
+@pytest.mark.parametrize("size", ["64", b"64", "64x64", "", 64.5, math.nan, True, (64,), (64, 64, 3), (64, "64"), ["8", "8"],
+                                  (0, 8), (8, -1), -1, 0, 10**6, (10**6, 8), {"h": 8}, object()], ids=repr)
+def test_load_image_refuses_bad_sizes(files, size):
+    msg = expect(lambda: load_image(files / "ok.png", size=size), "size must be")
+    if isinstance(size, str): assert "string" in msg
+    expect(lambda: load_image(files / "missing.png", size=size), "size must be")      # checked before the file is read
+
+
+def test_load_image_accepts_good_sizes(files):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageResizedWarning)
+        for size, shape in [(8, (8, 8)), (np.int64(8), (8, 8)), ((4, 12), (4, 12)), ([12, 4], (12, 4)), (16.0, (16, 16))]:
+            assert load_image(files / "ok.png", size=size).shape[1:] == shape, size
+
+
+def _exif_expected(a: np.ndarray, tag: int) -> np.ndarray:
+    "What a viewer shows for stored pixels `a` (h w c) with EXIF orientation `tag` (the EXIF 2.3 table, written independently)."
+    return {1: lambda x: x, 2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+            5: lambda x: x.transpose(1, 0, 2), 6: lambda x: np.rot90(x, -1), 7: lambda x: np.rot90(x, 2).transpose(1, 0, 2),
+            8: lambda x: np.rot90(x, 1)}[tag](a)
+
+
+@pytest.mark.parametrize("ext", ["png", "webp"])
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_load_image_applies_exif_orientation(tmp_path, ext, tag):
+    stored = np.random.default_rng(tag).integers(0, 256, (3, 5, 3), dtype=np.uint8)     # 3 rows x 5 columns, no symmetry
+    exif = Image.Exif(); exif[274] = tag
+    path = tmp_path / f"photo.{ext}"
+    Image.fromarray(stored).save(path, exif=exif, **({"lossless": True} if ext == "webp" else {}))
+    x = load_image(path)
+    want = torch.from_numpy(np.ascontiguousarray(_exif_expected(stored, tag))).permute(2, 0, 1).float() / 255
+    assert tuple(x.shape) == tuple(want.shape), (tag, x.shape, want.shape)
+    torch.testing.assert_close(x, want, atol=1e-6, rtol=0)
+
+
+def test_load_image_phone_jpeg_is_upright(tmp_path):
+    "A landscape sensor image with orientation 6 (a portrait photo from a phone) becomes portrait, its top-left block at the top-right."
+    a = np.zeros((48, 64, 3), np.uint8); a[:16, :16] = (255, 0, 0)
+    exif = Image.Exif(); exif[274] = 6
+    Image.fromarray(a).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    x = load_image(tmp_path / "phone.jpg")
+    assert x.shape == (3, 64, 48)
+    assert x[0, :16, -16:].mean() > 0.9 and x[0, :16, :16].mean() < 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageResizedWarning)
+        assert load_image(tmp_path / "phone.jpg", size=32, fit="pad").shape == (3, 32, 32)
+
+
+def test_load_image_with_a_broken_exif_block_still_loads(tmp_path):
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "odd.png", exif=b"Exif\x00\x00garbage")
+    assert load_image(tmp_path / "odd.png").shape[0] == 3
+
+
+# ---------------------------------------------------------------- write_video: float range
+
+@pytest.mark.parametrize("make", [lambda v: v * 255, lambda v: v + 0.01, lambda v: v - 0.2, lambda v: torch.full_like(v, 255.0),
+                                  lambda v: v * 1e30, lambda v: v.double() * 2, lambda v: v.half() * 100],
+                         ids=["0..255", "over-by-0.01", "negative", "all-255", "huge", "float64x2", "float16x100"])
+def test_write_video_refuses_floats_outside_0_1(existing, make):
+    torch.manual_seed(0)
+    video = make(torch.rand(3, 2, 8, 8).clamp(0.001, 0.999))
+    msg = expect(lambda: write_video(video, existing["out"]), "must be in [0, 1]", "float frames", "go from")
+    low, high = (float(x) for x in re.search(r"go from (\S+) to (\S+?);", msg).groups())     # the range found, in the message
+    assert math.isclose(low, float(video.min()), rel_tol=1e-3) and math.isclose(high, float(video.max()), rel_tol=1e-3), msg
+    assert "255" in msg                                                              # says how to fix 8-bit values
+    assert_untouched(existing)
+    _no_temporaries(existing["out"].parent)
+
+
+def test_write_video_tolerates_rounding(tmp_path):
+    v = torch.rand(3, 2, 8, 8)
+    v[0, 0, 0, 0], v[1, 0, 0, 0] = 1 + 5e-5, -5e-5
+    write_video(v, tmp_path / "ok.gif")
+    assert read_video(tmp_path / "ok.gif").shape == (3, 2, 8, 8)
+
+
+# ---------------------------------------------------------------- checkpoints: stored sizes and finite weights
+
+def _edited_checkpoint(tmp: Path, name: str, edit) -> Path:
+    "The bundled checkpoint, loaded safely, edited by `edit(ckpt)`, saved to tmp/name."
+    ck = torch.load(BUNDLED, map_location="cpu", weights_only=True)
+    edit(ck)
+    torch.save(ck, tmp / name)
+    return tmp / name
+
+
+def _set(where, key, value):
+    def edit(ck):
+        d = {"config": lambda: ck["config"], "unet": lambda: ck["config"]["unet"], "lfae": lambda: ck["lfae"]["config"]}[where]()
+        d[key] = value
+    return edit
+
+
+HUGE_CONFIGS = [
+    ("config", "num_frames", 100_000), ("config", "num_frames", 10**12), ("config", "num_frames", -5), ("config", "num_frames", "16"),
+    ("config", "num_frames", 16.5), ("config", "num_frames", None), ("config", "timesteps", 10**9), ("config", "sampling_steps", 10**9),
+    ("config", "batch_size", 10**9), ("unet", "dim", 10**6), ("unet", "dim_mults", [1, 2, 10**4]), ("unet", "dim_mults", list(range(1, 40))),
+    ("unet", "dim_mults", "124"), ("unet", "attn_heads", 10**5), ("unet", "attn_dim_head", 10**6), ("unet", "cond_dim", 10**7),
+    ("unet", "cond_channels", 10**6), ("unet", "channels", 10**5), ("unet", "num_frames", 10**6), ("unet", "rel_pos_buckets", 10**8),
+    ("unet", "init_kernel_size", 1001), ("unet", "num_classes", 10**9), ("lfae", "image_size", 10**6), ("lfae", "num_regions", 10**6),
+    ("lfae", "max_features", 10**7), ("lfae", "block_expansion", True), ("lfae", "num_down_blocks", 100),
+    ("lfae", "region_max_features", 10**8), ("lfae", "scale_factor", 1e6), ("lfae", "scale_factor", math.nan),
+]
+
+
+@pytest.mark.parametrize("where, key, value", HUGE_CONFIGS, ids=[f"{w}.{k}={v!r}"[:40] for w, k, v in HUGE_CONFIGS])
+def test_checkpoint_with_absurd_stored_sizes_is_refused_before_building(tmp_path, where, key, value):
+    path = _edited_checkpoint(tmp_path, "edited.pt", _set(where, key, value))
+    bundled_before = digest(BUNDLED)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for loader in (load_checkpoint, load_lfdm, load_lfae if where == "lfae" else load_lfdm):
+        expect(lambda: loader(path), "edited.pt", key)
+    expect_one_line_cli_error("sample", "--image", STILL, "--class", "wave", "--checkpoint", path, "--out", tmp_path / "out.gif",
+                              needles=["edited.pt", key])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300_000, "a model of the absurd size was allocated"
+    assert not (tmp_path / "out.gif").exists() and digest(BUNDLED) == bundled_before
+
+
+def test_checkpoint_with_nan_weights_names_the_file(tmp_path, existing):
+    def nan_unet(ck): k = next(iter(ck["state_dict"])); ck["state_dict"][k] = ck["state_dict"][k].float() * math.nan
+    def inf_lfae(ck): k = next(iter(ck["lfae"]["state_dict"])); ck["lfae"]["state_dict"][k] = ck["lfae"]["state_dict"][k].float() + math.inf
+    for name, edit in [("nan_unet.pt", nan_unet), ("inf_lfae.pt", inf_lfae)]:
+        path = _edited_checkpoint(tmp_path, name, edit)
+        expect(lambda: load_lfdm(path), name, "NaN or infinite weights")
+        expect(lambda: load_lfae(path) if name == "inf_lfae.pt" else load_checkpoint(path), name, "NaN or infinite weights")
+        expect_one_line_cli_error("sample", "--image", STILL, "--class", "wave", "--checkpoint", path, "--out", existing["out"],
+                                  "--steps", "1", needles=[name, "NaN or infinite weights"])
+    assert_untouched(existing)
+
+
+def test_weights_that_overflow_while_sampling_name_the_checkpoint(tmp_path, existing):
+    "Finite weights that overflow to inf/NaN inside the network: the error names the checkpoint, not just 'video contains NaN'."
+    def overflow(ck): ck["state_dict"]["init_conv.weight"] = torch.full_like(ck["state_dict"]["init_conv.weight"].float(), 1e38)
+    path = _edited_checkpoint(tmp_path, "overflow.pt", overflow)
+    model = load_lfdm(path)
+    expect(lambda: model.sample(_img(model, 3, "S", "S"), "wave", steps=1, num_frames=2), "overflow.pt", "NaN or infinite values")
+    expect_one_line_cli_error("sample", "--image", STILL, "--class", "wave", "--checkpoint", path, "--out", existing["out"],
+                              "--steps", "1", needles=["overflow.pt", "NaN or infinite"])
+    assert_untouched(existing)
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+@pytest.mark.parametrize("command, args, target", [
+    ("demo", ["--steps", "1"], "lfdm.cli.load_lfdm"),
+    ("sample", ["--image", STILL, "--class", "wave", "--steps", "1"], "lfdm.cli.load_lfdm"),
+    ("sample", ["--image", STILL, "--class", "wave", "--steps", "1"], "lfdm.lfdm.LFDM.sample"),      # in the middle of sampling
+    ("sample", ["--image", STILL, "--class", "wave", "--steps", "1"], "lfdm.cli.write_video"),      # while writing
+    ("eval", [], "lfdm.eval.evaluate"),
+], ids=["demo-loading", "sample-loading", "sample-sampling", "sample-writing", "eval"])
+def test_ctrl_c_exits_130_with_one_line(existing, command, args, target):
+    out = existing["run"] if command == "eval" else existing["out"]
+    with mock.patch(target, side_effect=KeyboardInterrupt):
+        code, stdout, err = cli(command, *args, "--out", out)
+    assert code == 130, (code, err)
+    assert err == "Interrupted.\n" and "Traceback" not in err, err
+    assert_untouched(existing)
+    _no_temporaries(existing["out"].parent)
+
+
+def test_real_sigint_during_sampling_exits_130(tmp_path, existing):
+    "A real SIGINT to a real process that is loading or sampling (it says 'ready' once imported; a 1000-step run is cut short)."
+    code = "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))"
+    p = subprocess.Popen([sys.executable, "-c", code, "demo", "--out", str(existing["out"]), "--steps", "1000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(1.5)                                           # inside main: loading the model, or sampling
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.strip() == "Interrupted." and "Traceback" not in err, err
+    assert_untouched(existing)
+    _no_temporaries(existing["out"].parent)
+
+
+# ---------------------------------------------------------------- make-dataset: folders that must not be used
+
+@pytest.mark.parametrize("where, target, needle", [
+    ("empty", ".", "is the current folder"), ("nonempty", ".", "already exists and is not an empty folder"),
+    ("nonempty", "..", "already exists"), ("empty", "/", "already exists"), ("empty", "/proc/clips", "inside /proc"),
+    ("nonempty", "notes.txt/clips", "notes.txt is a file"), ("nonempty", "notes.txt", "already exists"), ("nonempty", "", "is empty"),
+    ("nonempty", "  ", "is empty"),
+], ids=["empty-cwd", "cwd", "parent", "root", "proc", "under-a-file", "a-file", "empty-name", "blank-name"])
+def test_make_dataset_refuses_folders_it_must_not_use(tmp_path, monkeypatch, where, target, needle):
+    cwd = tmp_path / "cwd"; cwd.mkdir()
+    if where == "nonempty": (cwd / "notes.txt").write_text("keep")
+    monkeypatch.chdir(cwd)
+    before, parent_before = digest(cwd), sorted(p.name for p in tmp_path.iterdir())
+    expect_one_line_cli_error("make-dataset", target, "--clips", "2", "--size", "16", "--length", "4", needles=[needle])
+    assert digest(cwd) == before and sorted(p.name for p in tmp_path.iterdir()) == parent_before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-1"], "seed must be an integer"), (["--seed", str(2**64)], "seed must be an integer"),
+    (["--size", "100000"], "size (--size) must be an integer from 8 to 512"), (["--size", "0"], "size"),
+    (["--length", "100000000"], "length (--length) must be an integer from 2 to 256"), (["--length", "1"], "length"),
+    (["--clips", "10000000000"], "num_clips (--clips) must be an integer from 1 to 1000000"), (["--clips", "-1"], "num_clips"),
+], ids=lambda v: "_".join(v) if isinstance(v, list) else None)
+def test_make_dataset_refuses_out_of_range_options(tmp_path, args, needle):
+    expect_one_line_cli_error("make-dataset", tmp_path / "new", *args, needles=[needle])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
