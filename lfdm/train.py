@@ -881,8 +881,10 @@ def train(stage: str, # 'lfae', 'dm', or 'decoder' (fine-tune the LFAE's decoder
         if device.type == "cuda": device = torch.device("cuda", local_rank); torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress and is_main, stop_after, device, rank, world, is_main,
-                      init, overwrite)
+        result = _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress and is_main, stop_after, device, rank, world, is_main,
+                        init, overwrite)
+        if world > 1: dist.barrier()                 # no process tears the group down while rank 0 still writes its last checkpoint
+        return result
     finally:
         if own_group: dist.destroy_process_group()
 
