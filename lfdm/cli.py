@@ -44,7 +44,7 @@ def flow_panel(clip: dict, # video (3 F H W), flow (F h w 2) and occlusion (F 1 
     return torch.cat(parts, dim=-1)
 
 # %% ../nbs/11_cli.ipynb #5865be36
-DEMO_ACTION = "wave"                # the README's picture: a class the bundled model does well (see MODEL_CARD.md)
+DEMO_ACTION = "jump"                # the README's picture: a class the bundled model does well (see MODEL_CARD.md)
 
 def demo_files(action: str) -> tuple[Path, Path]:
     "The bundled first frame `stills/<action>.png` and real clip `clips/<action>.gif` of a held-out appearance in data_samples/."
