@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .core import (InputError, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
+from .core import (InputError, clear_interrupt, request_interrupt, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
                        flow_to_rgb, get_device, load_image, read_video, write_video)
 from .data import ACTIONS
 from .diffusion import state_to_flows
@@ -260,6 +262,18 @@ def _check_options(args):
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors, 130 after Ctrl-C)."
+    clear_interrupt()
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, request_interrupt) if main_thread else None   # remembered, so a swallowed Ctrl-C still stops (00_core)
+    try: return _main(argv)
+    except KeyboardInterrupt:                  # Ctrl-C at any point: atomic writes have already removed their temporary files
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    finally:
+        if old is not None: signal.signal(signal.SIGINT, old)
+        clear_interrupt()
+
+def _main(argv):
     p = _parser()
     args = p.parse_args(argv)
     if args.command is None:
@@ -293,6 +307,3 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"lfdm {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:                  # Ctrl-C: atomic writes have already removed their temporary files
-        print("Interrupted.", file=sys.stderr)
-        return 130

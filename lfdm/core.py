@@ -28,7 +28,8 @@ __all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RAN
            'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image', 'list_frames',
            'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
            'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'flow_to_rgb', 'color_wheel',
-           'show_image', 'show_flow', 'show_grid', 'show_video', 'slow_cell_transformer', 'skip_slow_cells']
+           'show_image', 'show_flow', 'show_grid', 'show_video', 'slow_cell_transformer', 'skip_slow_cells',
+           'request_interrupt', 'check_interrupt', 'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -572,3 +573,21 @@ def skip_slow_cells(shell=None, # an IPython shell (default: the running one, if
     transformers = shell.input_transformers_cleanup
     if slow_cell_transformer not in transformers: transformers.append(slow_cell_transformer)
     return True
+
+# %% ../nbs/00_core.ipynb #9c8424d2
+import threading
+_interrupt = threading.Event()
+
+def request_interrupt(signum=None, frame=None):
+    "SIGINT handler: remember the request (see `check_interrupt`) and raise `KeyboardInterrupt` now."
+    _interrupt.set()
+    raise KeyboardInterrupt
+
+def check_interrupt():
+    "Raise `KeyboardInterrupt` if `request_interrupt` ran since the last `clear_interrupt`: a swallowed Ctrl-C still stops a loop."
+    if _interrupt.is_set(): raise KeyboardInterrupt
+
+def clear_interrupt():
+    "Forget an earlier interrupt request."
+    _interrupt.clear()
+

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, default, exists
+from .core import InputError, check_interrupt, default, exists
 from .warp import flow_to_pixels, flow_to_rgb, resize_flow, resize_occlusion, warp
 
 # %% auto #0
@@ -322,6 +322,7 @@ class _Sampling:
         if x.shape != shape: raise InputError(f"x_T has shape {tuple(x.shape)}, expected {shape}.")
         ts = ddim_timesteps(self.num_timesteps, default(steps, self.num_timesteps)).tolist()
         for i, t in enumerate(ts):
+            check_interrupt()                               # a Ctrl-C that Python swallowed still stops here (00_core)
             if sampler == "ddpm": x, x0 = self.ddpm_step(x, t, denoise, generator)
             else: x, x0 = self.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, denoise, eta, generator)
             if exists(callback): callback(i, t, x, x0)

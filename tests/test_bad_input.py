@@ -1111,14 +1111,19 @@ def test_ctrl_c_exits_130_with_one_line(existing, command, args, target):
     _no_temporaries(existing["out"].parent)
 
 
-def test_real_sigint_during_sampling_exits_130(tmp_path, existing):
-    "A real SIGINT to a real process that is loading or sampling (it says 'ready' once imported; a 1000-step run is cut short)."
+@pytest.mark.parametrize("delay, inherited", [(0.2, "default"), (1.5, "default"), (1.5, "ignored")],
+                         ids=["while-starting", "while-sampling", "while-sampling-sigint-ignored-by-parent"])
+def test_real_sigint_during_sampling_exits_130(tmp_path, existing, delay, inherited):
+    """A real SIGINT to a real process that is starting, loading or sampling (it says 'ready' once imported; a 1000-step run is cut
+    short). 'ignored': started the way a non-interactive shell starts a background job (`cmd &`), with SIGINT ignored; Python then
+    installs no KeyboardInterrupt handler of its own, so `lfdm` must install one (this once made the test hang under `nohup ... &`)."""
     code = "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))"
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited == "ignored" else None
     p = subprocess.Popen([sys.executable, "-c", code, "demo", "--out", str(existing["out"]), "--steps", "1000"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ignore)
     try:
         assert p.stdout.readline().strip() == "ready"
-        time.sleep(1.5)                                           # inside main: loading the model, or sampling
+        time.sleep(delay)                                         # 0.2 s: main is starting; 1.5 s: loading the model, or sampling
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     finally:
