@@ -20,7 +20,7 @@ import torch.nn as nn
 import lfdm
 from .core import InputError, atomic_write, check_int, check_number, check_shape, default, exists
 from .data import ACTIONS
-from .diffusion import Diffusion, flows_to_state, state_to_flows
+from .diffusion import Diffusion, flows_to_state, guided_denoiser, state_to_flows
 from .lfae import LFAE, LFAEConfig
 from .unet3d import UNet3D, UNet3DConfig
 from .warp import flow_to_rgb, identity_grid
@@ -317,16 +317,13 @@ class LFDM(nn.Module):
         return self.diffusion(self.to_diffusion(states), noise, t, features=features, cond=cond, null=null)
 
     def denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
-        "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (one batched U-Net call)."
+        "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (06_diffusion's `guided_denoiser`)."
         unet = self.unet
-        if guidance == 1.0: return lambda x, t: unet(x, t, features, cond)
-        b = len(cond)
-        null = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(cond.device)
-        def guided(x, t):
-            out = unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([features, features]), torch.cat([cond, cond]), null)
-            conditional, unconditional = out.chunk(2)
-            return unconditional + guidance * (conditional - unconditional)
-        return guided
+        def denoise(x, t, null):                        # the batch is b, or 2b (conditional and null halves) when guiding
+            k = len(x) // len(cond)
+            rep = lambda a: a if a is None or k == 1 else a.repeat(k, *[1] * (a.ndim - 1))
+            return unet(x, t, rep(features), rep(cond), null)
+        return guided_denoiser(denoise, guidance)
 
     @torch.no_grad()
     def decode_states(self, encoded, # `Encoded` source features of `b` images
