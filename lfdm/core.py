@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RANGE_TOLERANCE', 'InputError', 'exists', 'default',
-           'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image', 'list_frames',
-           'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
-           'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'flow_to_rgb', 'color_wheel',
-           'show_image', 'show_flow', 'show_grid', 'show_video', 'slow_cell_transformer', 'skip_slow_cells',
-           'request_interrupt', 'check_interrupt', 'clear_interrupt']
+__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RANGE_TOLERANCE', 'PIPELINE', 'InputError', 'exists',
+           'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image',
+           'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps',
+           'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'flow_to_rgb',
+           'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'pipeline_diagram',
+           'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -547,6 +547,58 @@ def show_video(video: torch.Tensor, # `c f h w` (c = 1 or 3)
     f = video.shape[1]
     idx = list(range(f)) if n is None or n >= f else np.linspace(0, f - 1, n).round().astype(int).tolist()
     return show_grid([video[:, i] for i in idx], [f"frame {i}" for i in idx], size=size, suptitle=title)
+
+# %% ../nbs/00_core.ipynb #19e255c5
+PIPELINE = {   # part -> boxes (what it computes, "notebook · function"); the functions are checked by a test below
+    "stage one: training the LFAE (05_lfae)": [
+        ("source $x_s$, driving $x_d$\n(two frames of one video)", "01_data · FramePairDataset"),
+        ("regions: heatmaps,\ncentres $\\mu_k$, shapes $\\Sigma_k$", "03_regions · RegionPredictor"),
+        ("motions $T_k$ per region,\nbackground $B$", "04_flow · sparse_motions"),
+        ("mask $M$ → flow $f$,\nocclusion $m$", "04_flow · PixelwiseFlowPredictor"),
+        ("$z_s = E(x_s)$; warp $z_s$ by $f$,\nblend by $m$, decode → $\\hat x_d$", "05_lfae · Generator"),
+        ("loss($\\hat x_d$, $x_d$)", "05_lfae · ReconstructionLoss"),
+    ],
+    "stage two: training the DM (08_lfdm, 09_train)": [
+        ("clip $x_0 \\dots x_F$ and class $y$", "01_data · ClipDataset"),
+        ("frozen LFAE: $f_i, m_i$ from\n$(x_0, x_i)$; $z = E(x_0)$", "08_lfdm · encode_clips"),
+        ("$s_0 = (f, 2m - 1)$", "06_diffusion · flows_to_state"),
+        ("noise: $x_t = \\sqrt{\\bar\\alpha_t}\\,s_0$\n$+ \\sqrt{1 - \\bar\\alpha_t}\\,\\epsilon$", "06_diffusion · q_sample"),
+        ("U-Net($x_t$, $t$, $z$, $y$) → $\\hat\\epsilon$", "07_unet3d · UNet3D"),
+        ("loss $\\|\\hat\\epsilon - \\epsilon\\|^2$", "06_diffusion · Diffusion.forward"),
+    ],
+    "generation: image + class → video (08_lfdm, 11_cli)": [
+        ("image $x_0$, class $y$\n(command: lfdm sample)", "11_cli · sample"),
+        ("$z = E(x_0)$", "05_lfae · LFAE.encode"),
+        ("$x_T \\sim \\mathcal{N}(0, I)$ → DDIM / DDPM\nwith guidance $w$ → $\\hat s_0$", "06_diffusion · guided_denoiser"),
+        ("$\\hat f_i$, $\\hat m_i$ from $\\hat s_0$", "06_diffusion · state_to_flows"),
+        ("warp $z$ by $\\hat f_i$, blend by $\\hat m_i$,\ndecode → frame $\\hat x_i$", "08_lfdm · LFDM.decode_states"),
+        ("the video", "00_core · write_video"),
+    ],
+}
+
+def pipeline_diagram(parts: Sequence[str] | None = None, # keys of `PIPELINE` (or words in them, e.g. 'stage one'); None: all
+                     width: float = 16.0, # figure width in inches
+                    ) -> plt.Figure:
+    "Draw the LFDM pipeline: one row of boxes per part, each naming what it computes and the notebook · function that does it."
+    keys = list(PIPELINE)
+    if parts is not None:
+        if isinstance(parts, str): parts = [parts]
+        chosen = [k for k in keys if any(p in k for p in parts)]
+        if not chosen or len(chosen) < len(parts): raise InputError(f"Unknown pipeline part in {list(parts)}; parts are: {keys}.")
+        keys = chosen
+    fig, ax = plt.subplots(figsize=(width, 1.7 * len(keys) + 0.2))
+    ax.set(xlim=(0, 6), ylim=(-len(keys) + 0.3, 0.3)); ax.axis("off")
+    for r, key in enumerate(keys):
+        y = -r
+        ax.text(0.02, y + 0.2, key, fontsize=10, weight="bold", va="center")
+        for j, (what, where) in enumerate(PIPELINE[key]):
+            x = j + 0.5
+            ax.text(x, y - 0.22, what, ha="center", va="center", fontsize=8.5, linespacing=1.4,
+                    bbox=dict(boxstyle="round,pad=0.45", fc=f"C{r}", alpha=0.15, ec=f"C{r}"))
+            ax.text(x, y - 0.52, where, ha="center", va="center", fontsize=7.5, family="monospace", color="0.25")
+            if j: ax.annotate("", xy=(x - 0.43, y - 0.22), xytext=(x - 0.57, y - 0.22), arrowprops=dict(arrowstyle="->", color="0.3"))
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/00_core.ipynb #5c6d4f9a
 def _slow_run_wanted() -> bool:
