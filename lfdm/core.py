@@ -514,6 +514,8 @@ def show_flow(flow: torch.Tensor, # displacement `h w 2` (x, y)
         inset.imshow(_img(color_wheel(48))); inset.set_xticks([]); inset.set_yticks([])
         inset.set_xlabel("+x →", fontsize=6, labelpad=1); inset.set_ylabel("↓ +y", fontsize=6, labelpad=1)
         inset.xaxis.set_label_position("top")
+        inset.text(0.5, -0.06, "colour: direction\nread from (against\nthe motion)", transform=inset.transAxes, ha="center", va="top",
+                   fontsize=4.5, linespacing=1.1)
     return ax
 
 def show_grid(images: Sequence[torch.Tensor], # `c h w` images (or `h w 2` flows if `flows=True`)

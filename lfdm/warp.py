@@ -5,6 +5,8 @@
 # %% ../nbs/02_warp.ipynb #f0da5fdc
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +15,8 @@ from .core import flow_to_rgb as _displacement_to_rgb
 
 # %% auto #0
 __all__ = ['identity_grid', 'warp', 'flow_to_displacement', 'displacement_to_flow', 'pixels_to_flow', 'flow_to_pixels',
-           'affine_flow', 'flow_to_rgb', 'resize_flow', 'resize_occlusion', 'compose_flows']
+           'affine_flow', 'flow_to_rgb', 'affine_theta', 'plot_affine', 'affine_explorer', 'resize_flow',
+           'resize_occlusion', 'compose_flows']
 
 # %% ../nbs/02_warp.ipynb #7b8982ca
 def identity_grid(b: int, # batch size
@@ -104,6 +107,60 @@ def flow_to_rgb(flow: torch.Tensor, # absolute sampling grid `b h w 2` or `h w 2
     if hasattr(flow, "ndim") and flow.ndim == 3: return flow_to_rgb(flow[None], max_norm)[0]
     displacement_px = flow_to_pixels(flow)
     return torch.stack([_displacement_to_rgb(d, max_norm) for d in displacement_px])
+
+# %% ../nbs/02_warp.ipynb #84c4b18e
+def affine_theta(angle: float = 0.0, # rotation of the content, degrees, counter-clockwise on screen
+                 zoom: float = 1.0, # zoom of the content about the centre (> 1: in)
+                 shift_px: float = 0.0, # shift of the content to the right, in pixels
+                 size: int = 96, # image side (to turn pixels into normalised units)
+                ) -> torch.Tensor:
+    "`1 2 3` affine map for `affine_flow`: the content turns by `angle`, zooms by `zoom` and moves `shift_px` right."
+    if not zoom > 0: raise InputError(f"zoom must be > 0, got {zoom}.")
+    phi = math.radians(angle)
+    c, s = math.cos(phi), math.sin(phi)
+    # output u reads the input at R(phi)·u / zoom - shift (on screen y points down, so R(phi) turns the content counter-clockwise)
+    return torch.tensor([[[c / zoom, -s / zoom, -2 * shift_px / size], [s / zoom, c / zoom, 0.0]]])
+
+def plot_affine(image: torch.Tensor, # `3 H W` picture in [0, 1]
+                angle: float = 0.0, zoom: float = 1.0, shift_px: float = 0.0, # see `affine_theta`
+                max_norm: float | None = None, # colour scale in pixels (None: this flow's largest displacement)
+               ):
+    "Warp `image` by `affine_theta(...)` and show it beside the flow's colours and arrows. Returns the figure."
+    import matplotlib.pyplot as plt
+    from lfdm.core import show_flow, show_image
+    size = image.shape[-1]
+    flow = affine_flow(affine_theta(angle, zoom, shift_px, size), image.shape[-2], size)
+    d = flow_to_pixels(flow)[0]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.1))
+    show_image(image, ax=axes[0], title="input")
+    show_image(warp(image[None], flow)[0], ax=axes[1], title=f"warped: {angle:g}°, ×{zoom:g}, {shift_px:+g} px")
+    show_flow(d, ax=axes[2], title="colour: direction read from", max_norm=max_norm)
+    step = max(size // 8, 1)
+    ys, xs = torch.meshgrid(torch.arange(step // 2, size, step), torch.arange(step // 2, size, step), indexing="ij")
+    axes[2].quiver(xs, ys, d[ys, xs, 0], d[ys, xs, 1], angles="xy", scale_units="xy", scale=1, color="0.2", width=0.006)
+    fig.tight_layout()
+    return fig
+
+def affine_explorer(image: torch.Tensor, # `3 H W` picture in [0, 1]
+                   ):
+    "Sliders for angle, zoom and shift → `plot_affine`. Returns an ipywidgets `VBox` with `.sliders` (a dict) and `.image`."
+    import io
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    size = image.shape[-1]
+    sliders = dict(angle=widgets.FloatSlider(value=30, min=-180, max=180, step=5, description="angle °", continuous_update=False),
+                   zoom=widgets.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.1, description="zoom", continuous_update=False),
+                   shift_px=widgets.FloatSlider(value=0, min=-size / 4, max=size / 4, step=1, description="shift px", continuous_update=False))
+    picture = widgets.Image(format="png")
+    def show(change=None):
+        fig = plot_affine(image, **{k: s.value for k, s in sliders.items()})
+        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
+        picture.value = buf.getvalue()
+    for s in sliders.values(): s.observe(show, names="value")
+    show()
+    box = widgets.VBox([widgets.HBox(list(sliders.values())), picture])
+    box.sliders, box.image = sliders, picture
+    return box
 
 # %% ../nbs/02_warp.ipynb #9a806f32
 def resize_flow(flow: torch.Tensor, # absolute sampling grid `b h w 2` (x, y), normalised
