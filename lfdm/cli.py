@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from .core import (InputError, clear_interrupt, request_interrupt, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
-                       flow_to_rgb, get_device, load_image, read_video, write_video)
-from .data import ACTIONS
+                       count_frames, default, flow_to_rgb, get_device, load_image, read_video, write_video)
+from .data import ACTIONS, sample_frame_indices
 from .diffusion import state_to_flows
-from .lfdm import MAX_GUIDANCE, bundled_checkpoint, load_lfdm
+from .lfdm import MAX_GUIDANCE, bundled_checkpoint, load_lfae, load_lfdm
 from .train import apply_overrides, config_from_yaml, make_dataset, preset, PRESETS, train
 from .warp import resize_flow, resize_occlusion
 
 # %% auto #0
-__all__ = ['DEMO_ACTION', 'flow_panel', 'demo_files', 'sample', 'demo', 'main']
+__all__ = ['DEMO_ACTION', 'MAX_ANIMATE_FRAMES', 'flow_panel', 'demo_files', 'sample', 'demo', 'main', 'transfer_motion',
+           'animate']
 
 # %% ../nbs/11_cli.ipynb #bef5d205
 def flow_panel(clip: dict, # video (3 F H W), flow (F h w 2) and occlusion (F 1 h w): a `ProceduralActions.read` output or a generated clip
@@ -119,6 +120,21 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     d.add_argument("--steps", type=int, default=25, help="DDIM steps (default: %(default)s)")
     d.add_argument("--fps", type=float, default=8.0, help="frames per second (default: %(default)s)")
+    a = sub.add_parser("animate", help="still image + driving video -> video (motion transfer with the LFAE alone)",
+                       description="Animate a still image with the motion of a driving video, using stage one (the LFAE) alone, as "
+                                   "MRAA does: no diffusion model and no class. 'relative' moves the still's regions as the driving "
+                                   "video's regions move from its first frame (for a still whose subject is placed differently); "
+                                   "'absolute' estimates each frame's flow from the still to that driving frame directly (for stills "
+                                   "framed like the driving video).")
+    a.add_argument("--image", required=True, help="the still: any image file (resized and padded to the LFAE's size)")
+    a.add_argument("--driving", required=True, help="the driving video: GIF, MP4 or a folder of frames")
+    a.add_argument("--out", default="outputs/animated.gif", help="output file, .gif or .mp4 (default: %(default)s)")
+    a.add_argument("--checkpoint", default=None, help="an LFAE or LFDM checkpoint (default: data_samples/lfdm_tiny.pt)")
+    a.add_argument("--mode", default="relative", help="relative or absolute: how the motion is transferred (default: %(default)s)")
+    a.add_argument("--frames", type=int, default=None, help="use this many driving frames, evenly spread (default: all, at most 256)")
+    a.add_argument("--fps", type=float, default=8.0, help="frames per second (default: %(default)s)")
+    a.add_argument("--panel", action="store_true", help="write driving | animated side by side")
+    a.add_argument("--device", default=None, help="cpu, cuda, mps (default: $LFDM_DEVICE, else the best available)")
     s = sub.add_parser("sample", help="image + class -> video (GIF/MP4)",
                        description="Generate a video of a class starting from an image, with an LFDM checkpoint (default: the bundled "
                                    "tiny model, trained on the procedural actions: " + ", ".join(ACTIONS) + ").")
@@ -257,6 +273,10 @@ def _check_options(args):
         check_int(args.steps, "the number of sampling steps (--steps)", 1)
         if args.guidance is not None: check_number(args.guidance, "guidance", 0, MAX_GUIDANCE)
         check_seed(args.seed); get_device(args.device)
+    elif args.command == "animate":
+        check_output_path(args.out, (".gif", ".mp4")); check_fps(args.fps); get_device(args.device)
+        if args.mode not in ("relative", "absolute"): raise InputError(f"Unknown --mode {args.mode!r}; choose relative or absolute.")
+        if args.frames is not None: check_int(args.frames, "--frames", 2, MAX_ANIMATE_FRAMES)
     elif args.command == "convert-official": check_output_path(args.out, suffixes=None)
     elif args.command in ("train-lfae", "train-dm", "finetune-decoder"): check_output_path(args.run, folder=True)
 
@@ -287,6 +307,9 @@ def _main(argv):
             path = sample(args.image, args.cls, args.out, args.checkpoint, args.steps, args.guidance, args.sampler, args.seed, args.fps,
                           args.panel, args.device)
             print(f"wrote {path}")
+        elif args.command == "animate":
+            path = animate(args.image, args.driving, args.out, args.checkpoint, args.mode, args.frames, args.fps, args.panel, args.device)
+            print(f"wrote {path} ({args.mode} motion transfer from {args.driving})")
         elif args.command == "make-dataset":
             path = make_dataset(args.out, args.clips, args.size, args.length, args.split, args.seed, fmt=args.format, progress=True)
             print(f"wrote {args.clips} clips to {path} (classes as folders, clips.csv with subjects)")
@@ -307,3 +330,56 @@ def _main(argv):
     except InputError as e:
         print(f"lfdm {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+# %% ../nbs/11_cli.ipynb #3ca02856
+MAX_ANIMATE_FRAMES = 256
+
+@torch.no_grad()
+def transfer_motion(lfae, # a trained `LFAE` (05_lfae), in eval mode
+                    still: torch.Tensor, # `3 H W` in [0, 1], at the LFAE's size
+                    driving: torch.Tensor, # `3 F H W` in [0, 1], at the LFAE's size
+                    mode: str = "relative", # 'relative' or 'absolute' (see above)
+                   ) -> torch.Tensor:
+    "Animate `still` with the motion of `driving` through the LFAE alone: `3 F H W` in [0, 1] (frame 0 is the still, moved as frame 0)."
+    if mode not in ("relative", "absolute"): raise InputError(f"Unknown transfer mode {mode!r}; choose relative or absolute.")
+    check_shape(still, "c h w", "still", c=3); check_shape(driving, "c f h w", "driving video", c=3, h=still.shape[1], w=still.shape[2])
+    frames = driving.transpose(0, 1).to(still)                                      # F 3 H W
+    src = still[None].expand(len(frames), -1, -1, -1)
+    src_regions, drv_regions = lfae.region_predictor(src), lfae.region_predictor(frames)
+    if mode == "absolute": background = lfae.bg_predictor(src, frames)
+    else:
+        first = {k: v[:1].expand_as(v) for k, v in drv_regions.items()}            # the driving video's frame 0, for every frame
+        affine = drv_regions["affine"] @ torch.linalg.inv(first["affine"]) @ src_regions["affine"]   # A'_i = A_d,i A_d,0^-1 A_s
+        drv_regions = dict(drv_regions, shift=src_regions["shift"] + drv_regions["shift"] - first["shift"],   # mu'_i
+                           affine=affine, covar=affine @ affine.transpose(-1, -2))
+        background = lfae.bg_predictor(frames[:1].expand_as(frames), frames)       # background motion between driving frames
+    motion = lfae.generator.pixelwise_flow_predictor(src, drv_regions, src_regions, background)
+    return lfae.decode(lfae.encode(src), motion["flow"], motion["occlusion"]).clamp(0, 1).transpose(0, 1)
+
+def animate(image: str | Path, # the still: any image file (resized to the LFAE's size, padded to a square)
+            driving: str | Path, # the driving video (GIF, MP4, a folder of frames)
+            out: str | Path = "outputs/animated.gif", # .gif or .mp4
+            checkpoint: str | Path | None = None, # an LFAE or LFDM checkpoint (default: the bundled tiny model's LFAE)
+            mode: str = "relative", # 'relative' or 'absolute'
+            frames: int | None = None, # how many driving frames to use, evenly spread (default: all, at most 256)
+            fps: float = 8.0,
+            panel: bool = False, # write driving | animated side by side
+            device: str | None = None,
+           ) -> Path:
+    "Motion transfer with stage one alone: animate `image` with the motion of `driving` and write it to `out`; returns the path."
+    out = check_output_path(out, (".gif", ".mp4"))
+    if mode not in ("relative", "absolute"): raise InputError(f"Unknown transfer mode {mode!r}; choose relative or absolute.")
+    if frames is not None: check_int(frames, "frames (--frames)", 2, MAX_ANIMATE_FRAMES)
+    fps, dev = check_fps(fps), get_device(device)
+    load_image(image, warn=False)                                     # a missing or broken image is named before anything loads
+    n = count_frames(driving)                                          # a missing or broken video is named here
+    if n < 2: raise InputError(f"The driving video {driving} has {n} frame; animate needs at least 2.")
+    idx = sample_frame_indices(n, min(default(frames, n), MAX_ANIMATE_FRAMES), "uniform")
+    ckpt = checkpoint if checkpoint is not None else bundled_checkpoint()
+    lfae = (load_lfae(ckpt, device=dev)).eval()
+    size = lfae.config.image_size
+    still = load_image(image, size=size, fit="pad", warn=False).to(dev)
+    video = read_video(driving, size=size, fit="pad", frames=idx).to(dev)
+    result = transfer_motion(lfae, still, video, mode).cpu()
+    if panel: result = torch.cat([video.cpu(), result], dim=-1)
+    return write_video(result, out, fps=fps)

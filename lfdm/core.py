@@ -225,13 +225,27 @@ def _as_rgb_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype != np.uint8: a = (a.astype(np.float64) / np.iinfo(a.dtype).max * 255).round().astype(np.uint8)
     return a
 
+def _gif_repeats(path: Path) -> list[int] | None:
+    """How many frames each stored GIF frame stands for. Pillow writes a run of identical frames as one frame with the summed
+    duration, so a frame shown k times as long as the shortest one is k frames; None when the durations say nothing (missing or 0)."""
+    with Image.open(path) as im:
+        durations = []
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k); durations.append(im.info.get("duration") or 0)
+    if not durations or min(durations) <= 0: return None
+    base = min(durations)
+    return [max(1, round(d / base)) for d in durations]
+
 def _video_frames(path: Path, # a video file
                   upto: int | None = None, # decode only frames 0..upto (ffmpeg formats); None: all
                  ) -> np.ndarray:
     "Frames of a video file as `f h w 3` uint8, all of them or the first `upto + 1`."
     _check_video_file(path)
     try:
-        if path.suffix.lower() == ".gif": a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
+        if path.suffix.lower() == ".gif":
+            a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
+            repeats = _gif_repeats(path)
+            if exists(repeats) and len(repeats) == len(a): a = np.repeat(a, repeats, axis=0)
         else:
             a = []
             for i, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):   # streams: stops after the last frame needed
@@ -252,6 +266,8 @@ def count_frames(path: str | Path, # a video file or a folder of frames
     _check_video_file(path)
     try:
         if path.suffix.lower() == ".gif":
+            repeats = _gif_repeats(path)
+            if exists(repeats): return sum(repeats)
             with Image.open(path) as im: return getattr(im, "n_frames", 1)
         import imageio_ffmpeg
         n = imageio_ffmpeg.count_frames_and_secs(str(path))[0]
