@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, check_shape, coordinate_grid, exists
+from .core import InputError, check_shape, exists
 from .regions import AntiAliasInterpolation2d, Hourglass, _check_grid, region_colors, region_grid
 from .warp import warp
 
