@@ -506,9 +506,14 @@ def convert_official(lfae_path: str | Path, # the released LFAE checkpoint (Regi
     if exists(class_embeddings) and not exists(dm_path):
         raise InputError("class_embeddings belong to the DM: give dm_path too (or leave class_embeddings out for an LFAE checkpoint).")
     names = _class_names(class_names)
+    table = None
+    if exists(class_embeddings):                                   # checked first: the DM file tells the width, cheaply (memory-mapped)
+        dm_file = read_official(dm_path, "dm")
+        dim = infer_unet_config(dm_file.entries, source=f"The DM checkpoint {dm_file.path.name}").cond_dim
+        table = read_class_embeddings(class_embeddings, names, dim)
+        del dm_file
     conversion = official_to_lfdm(lfae_path, dm_path, names, image_size=image_size, num_frames=num_frames)
     dim = conversion.model.unet.config.cond_dim if isinstance(conversion.model, LFDM) else None
-    table = read_class_embeddings(class_embeddings, names, dim) if exists(class_embeddings) else None
     extra = dict(converted_from=dict(release=f"official LFDM release (Ni et al., CVPR 2023), {image_size}x{image_size}, "
                                              "computed in release mode (compat='release')",
                                      lfae=Path(lfae_path).name, dm=Path(dm_path).name if exists(dm_path) else "",
