@@ -211,7 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert-official", help="convert the released LFDM checkpoints (MUG 128²) to an lfdm checkpoint",
                        description="Map the official release's LFAE (RegionMM_0100_S046500.pth) and DM (flowdiff_0005_S111600.pth) "
                                    "state dicts onto the `paper` presets, checking that every tensor is used once and every shape "
-                                   "matches (see 12_convert). The released DM is conditioned on BERT embeddings of the class names: "
+                                   "matches (see 12_convert); the sizes are read off the files, and the converted model computes in "
+                                   "release mode (compat='release'), as the release does. The released DM is conditioned on BERT "
+                                   "embeddings of the class names: "
                                    "store them with --class-embeddings so that `lfdm sample` can use the converted model.")
     c.add_argument("--lfae", required=True, help="the released LFAE checkpoint")
     c.add_argument("--dm", default=None, help="the released DM checkpoint (without it, an LFAE checkpoint is written)")
@@ -219,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--classes", default=None, help="comma-separated class names in the embeddings' order (default: the 7 MUG expressions)")
     c.add_argument("--class-embeddings", default=None, help="a torch file of {name: 768-d vector} or an (n, 768) tensor")
     c.add_argument("--half", action="store_true", help="store float16 weights")
+    c.add_argument("--image-size", type=int, default=128, help="frame size the LFAE was trained at; the weights do not say (default: MUG's %(default)s)")
+    c.add_argument("--num-frames", type=int, default=40, help="frames per generated clip; the weights do not say (default: MUG's %(default)s)")
     return p
 
 def _run_config(args):
@@ -324,7 +328,8 @@ def _main(argv):
         elif args.command == "convert-official":
             from lfdm.convert import convert_official
             kw = dict(class_names=[c.strip() for c in args.classes.split(",")]) if args.classes else {}
-            path = convert_official(args.lfae, args.dm, out=args.out, class_embeddings=args.class_embeddings, half=args.half, **kw)
+            path = convert_official(args.lfae, args.dm, out=args.out, class_embeddings=args.class_embeddings, half=args.half,
+                                    image_size=args.image_size, num_frames=args.num_frames, **kw)
             print(f"wrote {path}")
         return 0
     except InputError as e:

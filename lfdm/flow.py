@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, check_shape, coordinate_grid, exists
-from .regions import AntiAliasInterpolation2d, Hourglass, region_colors
+from .core import InputError, check_shape, exists
+from .regions import AntiAliasInterpolation2d, Hourglass, _check_grid, region_colors, region_grid
 from .warp import warp
 
 # %% auto #0
@@ -51,12 +51,13 @@ def sparse_motions(source_params: dict, # regions of the source: shift b K 2, af
                    bg_params: torch.Tensor | None, # `b 3 3` background affine, driving -> source coordinates; None: the identity
                    h: int, w: int, # resolution of the grids
                    revert_axis_swap: bool = True, # the sign rule (2) on the relative affines
+                   grid: str = "centres", # the positions z: 'centres' (lfdm) or 'corners' (the release), see 03_regions' `region_grid`
                   ) -> torch.Tensor:
     "The K+1 candidate backward grids `b (K+1) h w 2`: index 0 is the background B[z; 1], index k the region motion T_k(z) of eq. (1)."
     s = _check_region_params(driving_params, "driving_params")
     _check_region_params(source_params, "source_params", **s)
     mu_d, mu_s = driving_params["shift"], source_params["shift"]
-    z = coordinate_grid(h, w, device=mu_d.device, dtype=mu_d.dtype)                      # h w 2
+    z = region_grid(h, w, grid, device=mu_d.device, dtype=mu_d.dtype)                    # h w 2
     local = z - mu_d[:, :, None, None]                                                   # z - mu_d,k: b K h w 2
     if "affine" in driving_params and "affine" in source_params:
         M = relative_affine(source_params["affine"], driving_params["affine"], revert_axis_swap)
@@ -72,10 +73,11 @@ def sparse_motions(source_params: dict, # regions of the source: shift b K 2, af
 def region_to_gaussian(shift: torch.Tensor, # `b K 2` centres (x, y)
                        covar: torch.Tensor | float, # `b K 2 2` covariances, or one isotropic variance
                        h: int, w: int, # resolution
+                       grid: str = "centres", # the positions z: 'centres' (lfdm) or 'corners' (the release)
                       ) -> torch.Tensor:
     "Unnormalised Gaussians exp(-½ (z-μ)ᵀ Σ⁻¹ (z-μ)) on the h x w pixel centres, eq. (3): `b K h w`, 1 at the centre."
     s = check_shape(shift, "b k 2", "shift")
-    z = coordinate_grid(h, w, device=shift.device, dtype=shift.dtype)
+    z = region_grid(h, w, grid, device=shift.device, dtype=shift.dtype)
     d = z - shift[:, :, None, None]                                                      # b K h w 2
     if torch.is_tensor(covar):
         check_shape(covar, "b k 2 2", "covar", **s)
@@ -126,8 +128,12 @@ class PixelwiseFlowPredictor(nn.Module):
                  estimate_occlusion_map: bool = True, # predict an occlusion map (else it is all ones)
                  region_var: float = 0.01, # variance of the isotropic Gaussians when not use_covar_heatmap
                  revert_axis_swap: bool = True, # the sign rule on relative affines (eq. 2)
+                 down_mode: str = "centred", # the down-sampler's `mode` (03_regions): 'centred' (lfdm) or 'release'
+                 grid: str = "centres", # positions of the Gaussians and candidate motions: 'centres' (lfdm) or 'corners' (the release)
                 ):
         super().__init__()
+        if down_mode not in ("centred", "release"): raise InputError(f"down_mode must be 'centred' or 'release', got {down_mode!r}.")
+        self.grid = _check_grid(grid)
         per_motion = num_channels * use_deformed_source + 1
         self.hourglass = Hourglass(block_expansion, in_features=(num_regions + 1) * per_motion, num_blocks=num_blocks,
                                    max_features=max_features)
@@ -137,13 +143,13 @@ class PixelwiseFlowPredictor(nn.Module):
         self.num_regions, self.num_channels, self.scale_factor = num_regions, num_channels, scale_factor
         self.use_deformed_source, self.use_covar_heatmap, self.region_var = use_deformed_source, use_covar_heatmap, region_var
         self.revert_axis_swap = revert_axis_swap
-        if scale_factor != 1: self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        if scale_factor != 1: self.down = AntiAliasInterpolation2d(num_channels, scale_factor, down_mode)
 
     def gaussian_difference(self, driving_params: dict, source_params: dict, h: int, w: int) -> torch.Tensor:
         "G_d,k - G_s,k (eq. 3) with a zero map for the background in front: `b K+1 h w`."
         covar = lambda p: p["covar"] if self.use_covar_heatmap else self.region_var
-        diff = (region_to_gaussian(driving_params["shift"], covar(driving_params), h, w)
-                - region_to_gaussian(source_params["shift"], covar(source_params), h, w))
+        diff = (region_to_gaussian(driving_params["shift"], covar(driving_params), h, w, self.grid)
+                - region_to_gaussian(source_params["shift"], covar(source_params), h, w, self.grid))
         return torch.cat([torch.zeros_like(diff[:, :1]), diff], dim=1)
 
     def forward(self, source_image: torch.Tensor, # `b C H W` in [0, 1]
@@ -163,7 +169,7 @@ class PixelwiseFlowPredictor(nn.Module):
         with no_autocast:
             heat = self.gaussian_difference(driving_params, source_params, h, w)              # b K+1 h w
             sparse = sparse_motions(source_params, driving_params, bg_params.float() if exists(bg_params) else None, h, w,
-                                    self.revert_axis_swap)
+                                    self.revert_axis_swap, self.grid)
             deformed = deform_source(x.float(), sparse)                                       # b K+1 C h w
         inputs = torch.cat([heat[:, :, None], deformed], dim=2) if self.use_deformed_source else heat[:, :, None]
         features = self.hourglass(inputs.reshape(b, -1, h, w))

@@ -14,18 +14,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, check_shape, default, exists, get_device, coordinate_grid
+from .core import InputError, _as_size, check_shape, default, exists, get_device, coordinate_grid
 from .warp import warp, resize_flow, resize_occlusion
 from .regions import (SameBlock2d, DownBlock2d, UpBlock2d, AntiAliasInterpolation2d, RegionPredictor,
                           BackgroundMotionPredictor)
 from .flow import PixelwiseFlowPredictor
 
 # %% auto #0
-__all__ = ['LFAEConfig', 'ResBlock2d', 'Encoded', 'Generator', 'LFAEOutput', 'LFAE', 'ssim', 'vgg19_layers', 'VGG19Features',
-           'ReconstructionLoss', 'RandomTPS', 'equivariance_losses', 'LFAETrainer', 'psnr', 'evaluate_lfae',
-           'format_evaluation']
+__all__ = ['COMPAT_MODES', 'LFAEConfig', 'ResBlock2d', 'Encoded', 'resize_grid', 'Generator', 'LFAEOutput', 'LFAE', 'ssim',
+           'vgg19_layers', 'VGG19Features', 'ReconstructionLoss', 'RandomTPS', 'equivariance_losses', 'LFAETrainer',
+           'psnr', 'evaluate_lfae', 'format_evaluation']
 
 # %% ../nbs/05_lfae.ipynb #d2dc4ae7
+COMPAT_MODES = ("lfdm", "release")
+
 @dataclass
 class LFAEConfig:
     "Sizes and training settings of the latent flow auto-encoder."
@@ -56,6 +58,8 @@ class LFAEConfig:
     skips: bool = True                   # blend warped encoder features into the decoder at every scale (as the release)
     learn_background: bool = True        # train the background affine; False keeps it at the identity (static cameras)
     occlusion_bias_init: float | None = None  # initial bias of the occlusion head; 2.0 starts at m ~ 0.88 ("copy the source")
+    # conventions
+    compat: str = "lfdm"                 # 'lfdm' (our conventions) or 'release' (compute exactly what the official release computes)
     # losses
     scales: tuple = (1.0, 0.5, 0.25, 0.125)   # image pyramid of the reconstruction loss
     reconstruction: str = "l1_ssim"      # 'l1_ssim' (default, offline) or 'vgg19' (needs vgg19_weights)
@@ -76,13 +80,16 @@ class LFAEConfig:
 
     @classmethod
     def paper(cls, **kw) -> "LFAEConfig":
-        "The released MUG model's sizes and training settings (128², ~66 M parameters)."
+        "The released MUG model: its sizes, training settings and computation (`compat='release'`; 128², ~66 M parameters)."
         return replace(cls(image_size=128, region_block_expansion=32, region_max_features=1024, region_num_blocks=5,
                            bg_block_expansion=32, bg_max_features=1024, bg_num_blocks=5, flow_block_expansion=64,
                            flow_max_features=1024, flow_num_blocks=5, block_expansion=64, max_features=512,
-                           num_bottleneck_blocks=6, batch_size=100), **kw)
+                           num_bottleneck_blocks=6, batch_size=100, compat="release"), **kw)
 
     def __post_init__(self):
+        if self.compat not in COMPAT_MODES:
+            raise InputError(f"compat must be 'lfdm' (lfdm's conventions) or 'release' (compute what the official release computes), "
+                             f"got {self.compat!r}.")
         if self.reconstruction not in ("l1_ssim", "vgg19"):
             raise InputError(f"reconstruction must be 'l1_ssim' or 'vgg19', got {self.reconstruction!r}.")
         down = 2 ** self.num_down_blocks
@@ -90,6 +97,16 @@ class LFAEConfig:
             raise InputError(f"image_size {self.image_size} must be divisible by 2**num_down_blocks = {down}, and the flow "
                              f"resolution image_size * scale_factor must equal the generator's bottleneck size image_size / {down}.")
         self.scales, self.betas = tuple(self.scales), tuple(self.betas)
+
+    @property
+    def down_mode(self) -> str:
+        "The ×scale_factor down-sampling of both predictors (03_regions): 'centred' (lfdm) or 'release'."
+        return "release" if self.compat == "release" else "centred"
+
+    @property
+    def grid(self) -> str:
+        "Positions of region statistics, Gaussians and candidate motions (03_regions' `region_grid`): 'centres' or 'corners'."
+        return "corners" if self.compat == "release" else "centres"
 
     @property
     def latent_size(self) -> int:
@@ -117,15 +134,25 @@ class Encoded:
     @property
     def bottleneck(self) -> torch.Tensor: return self.features[-1]
 
+def resize_grid(flow: torch.Tensor, # absolute sampling grid `b h w 2` (x, y), normalised
+                size: int | tuple[int, int], # new (h2, w2), or one int for a square
+               ) -> torch.Tensor:
+    "The release's flow resizing: the absolute grid interpolated as a 2-channel image (bilinear, align_corners=False), `b h2 w2 2`."
+    check_shape(flow, "b h w 2", "flow")
+    size = _as_size(size)
+    if tuple(flow.shape[1:3]) == size: return flow
+    out = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).contiguous()
+
 class Generator(nn.Module):
     "Encoder Phi, feature warping x occlusion, residual blocks, decoder; owns the dense flow predictor (as in the release)."
     def __init__(self, config: LFAEConfig):
         super().__init__()
         c = config
-        self.skips = c.skips
+        self.skips, self.release = c.skips, c.compat == "release"
         self.pixelwise_flow_predictor = PixelwiseFlowPredictor(
             block_expansion=c.flow_block_expansion, num_blocks=c.flow_num_blocks, max_features=c.flow_max_features,
-            num_regions=c.num_regions, num_channels=c.num_channels, scale_factor=c.scale_factor)
+            num_regions=c.num_regions, num_channels=c.num_channels, scale_factor=c.scale_factor, down_mode=c.down_mode, grid=c.grid)
         self.first = SameBlock2d(c.num_channels, c.block_expansion, kernel_size=7, padding=3)
         widths = [min(c.max_features, c.block_expansion * 2 ** i) for i in range(c.num_down_blocks + 1)]
         self.down_blocks = nn.ModuleList([DownBlock2d(widths[i], widths[i + 1]) for i in range(c.num_down_blocks)])
@@ -140,14 +167,19 @@ class Generator(nn.Module):
         for block in self.down_blocks: feats.append(block(feats[-1]))
         return Encoded(image, feats)
 
+    def resize(self, flow: torch.Tensor, size) -> torch.Tensor:
+        "`flow` at another resolution, as this model resizes it: the displacement (lfdm, `resize_flow`) or the absolute grid (release)."
+        return resize_grid(flow, size) if self.release else resize_flow(flow, size)
+
     def decode(self, encoded: Encoded, flow: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
         """Warp the encoded source with `flow` (b h w 2), mask with `occlusion` (b 1 h w), decode: b 3 H W in [0, 1].
-        The flow and occlusion are resized to every scale (the flow as a displacement, see 02_warp)."""
+        The flow and occlusion are resized to every scale (`resize`); the release mode blends once more at the bottleneck."""
         def warp_at(x):
             size = x.shape[-2:]
-            return warp(x, resize_flow(flow, size)), resize_occlusion(occlusion, size)
+            return warp(x, self.resize(flow, size)), resize_occlusion(occlusion, size)
         z, m = warp_at(encoded.bottleneck)
         h = self.bottleneck(z * m)
+        if self.skips and self.release: h = z * m + h * (1 - m)            # the release's blend at the bottleneck size
         for block, skip in zip(self.up_blocks, reversed(encoded.features[:-1])):
             h = block(h)
             if self.skips:
@@ -180,7 +212,7 @@ class LFAE(nn.Module):
         self.region_predictor = RegionPredictor(
             block_expansion=c.region_block_expansion, num_regions=c.num_regions, num_channels=c.num_channels,
             max_features=c.region_max_features, num_blocks=c.region_num_blocks, temperature=c.temperature,
-            scale_factor=default(c.region_scale_factor, c.scale_factor), pca_based=c.pca_based)
+            scale_factor=default(c.region_scale_factor, c.scale_factor), pca_based=c.pca_based, down_mode=c.down_mode, grid=c.grid)
         self.bg_predictor = BackgroundMotionPredictor(
             block_expansion=c.bg_block_expansion, num_channels=c.num_channels, max_features=c.bg_max_features,
             num_blocks=c.bg_num_blocks)
@@ -456,7 +488,7 @@ def evaluate_lfae(model: LFAE, # a trained LFAE
         moving_px = ((g - identity) * to_px).norm(dim=-1) > 0.5
         moving = (moving_px | (v[:, 0] < 0.5))[:, None].float()                       # b 1 H W
         out = model(s, d)
-        pred = resize_flow(out.flow, (size, size))
+        pred = model.generator.resize(out.flow, (size, size))
         for k, (o, f) in dict(lfae=(out.generated, pred), copy=(s, identity.expand_as(g)), gt_warp=(warp(s, g), g)).items():
             err = (o - d).abs().mean(1, keepdim=True)
             add(k, "l1", err.flatten(1).mean(1)); add(k, "psnr", psnr(o, d)); add(k, "ssim", ssim(o, d))

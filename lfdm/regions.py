@@ -16,8 +16,8 @@ from matplotlib.patches import Ellipse
 from .core import InputError, check_shape, coordinate_grid, show_image
 
 # %% auto #0
-__all__ = ['SameBlock2d', 'DownBlock2d', 'UpBlock2d', 'Encoder', 'Decoder', 'Hourglass', 'AntiAliasInterpolation2d',
-           'spatial_softmax', 'affine_from_covariance', 'region_params_from_heatmap', 'region_colors',
+__all__ = ['GRIDS', 'SameBlock2d', 'DownBlock2d', 'UpBlock2d', 'Encoder', 'Decoder', 'Hourglass', 'AntiAliasInterpolation2d',
+           'spatial_softmax', 'affine_from_covariance', 'region_grid', 'region_params_from_heatmap', 'region_colors',
            'heatmap_overlay', 'draw_regions', 'show_regions', 'part_heatmaps', 'RegionPredictor',
            'BackgroundMotionPredictor']
 
@@ -146,12 +146,14 @@ def spatial_softmax(logits: torch.Tensor, # `b K h w` region logits
 # %% ../nbs/03_regions.ipynb #8da52c64
 def affine_from_covariance(covar: torch.Tensor, # `b K 2 2` symmetric positive semi-definite covariances
                            pca: bool = True, # True: A = U sqrt(S) from an SVD (eq. 3); False: the Cholesky factor
+                           release: bool = False, # the SVD as the release runs it: float32 on the CPU (else float64 on covar's device)
                           ) -> torch.Tensor:
-    """A square root `b K 2 2` with A Aᵀ = covar. PCA: the SVD runs in float64 on `covar`'s device; the signs are made deterministic
-    (det U = +1, U[0, 0] >= 0, so U is a rotation by an angle in (-90°, 90°]). Returned in `covar`'s dtype."""
+    """A square root `b K 2 2` with A Aᵀ = covar. PCA: the SVD runs in float64 on `covar`'s device (`release`: in float32 on the CPU);
+    the signs are made deterministic (det U = +1, U[0, 0] >= 0, so U is a rotation by an angle in (-90°, 90°]). Returned in `covar`'s dtype."""
     check_shape(covar, "b k 2 2", "covar")
     device = covar.device
-    work = covar.to("cpu" if device.type == "mps" else device, torch.float64)
+    if release: work = covar.to("cpu", torch.float32)
+    else: work = covar.to("cpu" if device.type == "mps" else device, torch.float64)
     if not pca: return torch.linalg.cholesky(work).to(device, covar.dtype)
     U, S, _ = torch.linalg.svd(work)
     second = torch.where(torch.linalg.det(U) < 0, -1.0, 1.0).to(work)               # det U = +1
@@ -159,17 +161,49 @@ def affine_from_covariance(covar: torch.Tensor, # `b K 2 2` symmetric positive s
     U = U * torch.where(U[..., :1, :1] < 0, -1.0, 1.0).to(work)                      # U[0, 0] >= 0
     return (U * S.sqrt()[..., None, :]).to(device, covar.dtype)
 
+# %% ../nbs/03_regions.ipynb #18637f98
+GRIDS = ("centres", "corners")
+
+def _check_grid(grid: str) -> str:
+    "`grid` itself, or an `InputError` naming the two conventions."
+    if grid not in GRIDS:
+        raise InputError(f"grid must be 'centres' (lfdm: pixel centres (2i+1)/n - 1) or 'corners' (the release: 2i/(n-1) - 1, "
+                         f"ending at ±1), got {grid!r}.")
+    return grid
+
+def region_grid(h: int, # rows
+                w: int, # columns
+                grid: str = "centres", # 'centres': lfdm's pixel centres (2i+1)/n - 1; 'corners': the release's 2i/(n-1) - 1
+                device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32,
+               ) -> torch.Tensor:
+    "The positions `h w 2` (x, y) at which region statistics, Gaussians and candidate motions are evaluated, in convention `grid`."
+    if _check_grid(grid) == "centres": return coordinate_grid(h, w, device=device, dtype=dtype)
+    if min(h, w) < 2: raise InputError(f"the 'corners' grid needs at least 2 rows and columns (its ends are ±1), got {h}x{w}.")
+    ys = 2 * (torch.arange(h, device=device, dtype=dtype) / (h - 1)) - 1
+    xs = 2 * (torch.arange(w, device=device, dtype=dtype) / (w - 1)) - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
 # %% ../nbs/03_regions.ipynb #9eb5e732
 def region_params_from_heatmap(heatmap: torch.Tensor, # `b K h w`, each map sums to 1 over space (eq. 1)
                                pca: bool = True, # affine from the SVD (True) or the Cholesky factor (False)
+                               grid: str = "centres", # positions z of eq. (2): 'centres' (lfdm) or 'corners' (the release), see `region_grid`
                               ) -> dict[str, torch.Tensor]:
-    "Region centres, covariances and affines, eqs. (2)-(3): `shift b K 2` (x, y), `covar b K 2 2`, `affine b K 2 2`."
+    """Region centres, covariances and affines, eqs. (2)-(3): `shift b K 2` (x, y), `covar b K 2 2`, `affine b K 2 2`.
+    With the release's grid the sums are also taken in the release's order (products, then a sum over space) and the SVD in float32
+    on the CPU (`affine_from_covariance(release=True)`), so that release weights give the release's numbers to the last bit."""
     s = check_shape(heatmap, "b k h w", "heatmap")
-    grid = coordinate_grid(s["h"], s["w"], device=heatmap.device, dtype=heatmap.dtype)      # z: h w 2
-    shift = torch.einsum("bkhw,hwi->bki", heatmap, grid)                                   # mu_k
-    centred = grid - shift[:, :, None, None]                                               # z - mu_k: b K h w 2
-    covar = torch.einsum("bkhw,bkhwi,bkhwj->bkij", heatmap, centred, centred)              # Sigma_k
-    return dict(shift=shift, covar=covar, affine=affine_from_covariance(covar, pca))
+    z = region_grid(s["h"], s["w"], grid, device=heatmap.device, dtype=heatmap.dtype)      # z: h w 2
+    if grid == "corners":                                                                  # the release's rounding
+        shift = (heatmap[..., None] * z).sum((2, 3))
+        centred = z - shift[:, :, None, None]
+        covar = (centred[..., :, None] @ centred[..., None, :] * heatmap[..., None, None]).sum((2, 3))
+    else:
+        shift = torch.einsum("bkhw,hwi->bki", heatmap, z)                                  # mu_k
+        centred = z - shift[:, :, None, None]                                              # z - mu_k: b K h w 2
+        covar = torch.einsum("bkhw,bkhwi,bkhwj->bkij", heatmap, centred, centred)          # Sigma_k
+    return dict(shift=shift, covar=covar, affine=affine_from_covariance(covar, pca, release=grid == "corners"))
 
 # %% ../nbs/03_regions.ipynb #46ee7d5d
 def region_colors(num_regions: int) -> torch.Tensor:
@@ -239,13 +273,17 @@ class RegionPredictor(nn.Module):
                  temperature: float, # tau of the spatial softmax
                  scale_factor: float = 1, # the hourglass sees the image scaled by this (0.25 in the paper)
                  pca_based: bool = True, # affines from the SVD (True) or the Cholesky factor (False)
+                 down_mode: str = "centred", # the down-sampler's `mode`: 'centred' (lfdm) or 'release'
+                 grid: str = "centres", # positions of eq. (2): 'centres' (lfdm) or 'corners' (the release), see `region_grid`
                 ):
         super().__init__()
+        if down_mode not in ("centred", "release"): raise InputError(f"down_mode must be 'centred' or 'release', got {down_mode!r}.")
+        self.grid = _check_grid(grid)
         self.predictor = Hourglass(block_expansion, in_features=num_channels, num_blocks=num_blocks, max_features=max_features)
         self.regions = nn.Conv2d(self.predictor.out_filters, num_regions, kernel_size=7, padding=3)
         self.num_regions, self.num_channels, self.temperature = num_regions, num_channels, temperature
         self.scale_factor, self.pca_based = scale_factor, pca_based
-        if scale_factor != 1: self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        if scale_factor != 1: self.down = AntiAliasInterpolation2d(num_channels, scale_factor, down_mode)
 
     def forward(self, x: torch.Tensor, # `b C H W` images in [0, 1]
                ) -> dict[str, torch.Tensor]:
@@ -254,7 +292,7 @@ class RegionPredictor(nn.Module):
         logits = self.regions(self.predictor(x))
         with torch.autocast(x.device.type, enabled=False):       # the statistics stay float32 under bf16 autocast (see 09_train)
             heatmap = spatial_softmax(logits.float(), self.temperature)
-            return dict(**region_params_from_heatmap(heatmap, pca=self.pca_based), heatmap=heatmap)
+            return dict(**region_params_from_heatmap(heatmap, pca=self.pca_based, grid=self.grid), heatmap=heatmap)
 
 # %% ../nbs/03_regions.ipynb #a4379a75
 class BackgroundMotionPredictor(nn.Module):

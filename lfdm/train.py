@@ -42,10 +42,11 @@ try: import fcntl                         # POSIX: the kernel's lock on RUN/.loc
 except ImportError: fcntl = None          # elsewhere the recorded pid alone decides
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset', 'config_to_dict',
-           'structure', 'config_from_yaml', 'save_config', 'apply_overrides', 'config_changes', 'resume_config',
-           'StepBatches', 'step_loader', 'LFAEStage', 'DMStage', 'make_source', 'cpu_supports_bf16', 'resolve_amp',
-           'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
+__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
+           'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
+           'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
+           'LFAEStage', 'DMStage', 'make_source', 'cpu_supports_bf16', 'resolve_amp', 'TrainResult',
+           'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
 
 # %% ../nbs/09_train.ipynb #1dc97d09
 @dataclass
@@ -138,13 +139,13 @@ _RULES = {
                       grad_clip=_number(0, text="must be a finite number >= 0 (0: no clipping)"),
                       amp=_choice("auto", "none", "bf16", "fp16"), seed=_SEED, max_clips=_integer(1, none=True),
                       cache_flows=_choice(True, False)),
-    LFAEConfig: dict(lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"),
+    LFAEConfig: dict(compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"),
                      num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True, hi_open=False),
                      region_scale_factor=_number(0, 1, lo_open=True, hi_open=False, none=True), scales=_scales,
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
-    LFDMConfig: dict(lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
+    LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
                      null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number()),
-    UNet3DConfig: dict(dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
+    UNet3DConfig: dict(compat=_choice("lfdm", "release"), dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
                        init_kernel_size=_integer(1)),
 }
 
@@ -170,7 +171,8 @@ def check_config(config, # a `Config` (or any config dataclass in it)
 
 # %% ../nbs/09_train.ipynb #0b06c33b
 def _paper(dataset: str, layout: str, classes: tuple) -> "Config":
-    dm = LFDMConfig.paper(classes=classes, unet=UNet3DConfig.paper(cond_mode="class", num_classes=len(classes), learn_null=True))
+    dm = LFDMConfig.paper(classes=classes, sampling="very_random",
+                          unet=UNet3DConfig.paper(cond_mode="class", num_classes=len(classes), learn_null=True))
     return Config(data=DataConfig(dataset=dataset, layout=layout, size=128, max_gap=None, num_workers=4),
                   lfae=LFAEConfig.paper(), dm=dm,
                   lfae_train=TrainConfig(steps=46_500, save_every=2_000, keep_last=3, ema_decay=0.0, grad_clip=0.0),
@@ -211,6 +213,34 @@ def preset(name: str) -> Config:
     "A named preset (`PRESETS`)."
     if name not in PRESETS: raise InputError(f"Unknown preset {name!r}; presets: {', '.join(PRESETS)}.")
     return PRESETS[name]()
+
+# %% ../nbs/09_train.ipynb #da60a2fc
+def release_frame_indices(length: int, # frames available in the clip
+                          num_frames: int, # frames wanted
+                          rng: np.random.Generator | None = None, # randomness (a new generator if None)
+                         ) -> list[int]:
+    "The release's training sampler ('very_random'): `num_frames` indices drawn uniformly with replacement, sorted, the first set to 0."
+    if length < 1: raise InputError("the clip has no frames.")
+    if num_frames < 1: raise InputError(f"num_frames must be at least 1, got {num_frames}.")
+    idx = np.sort(default(rng, np.random.default_rng).integers(0, length, size=num_frames))
+    idx[0] = 0
+    return idx.tolist()
+
+class ReleaseClipDataset(ClipDataset):
+    "01_data's `ClipDataset` with the release's frame sampling ('very_random', `release_frame_indices`)."
+    def __init__(self, source, # a clip source (`ProceduralActions`, `VideoFolder`)
+                 num_frames: int = 16, # frames per clip
+                 with_flow: bool = False, # add GT flow and occlusion (as `ClipDataset`)
+                 seed: int = 0):
+        super().__init__(source, num_frames=num_frames, with_flow=with_flow, seed=seed)
+        self.sampling = "very_random"
+    def __getitem__(self, i):
+        if not 0 <= i < len(self): raise IndexError(i)
+        frames = release_frame_indices(self.source.length(i), self.num_frames, self._rng(i))
+        x = self._read(i, frames)
+        item = dict(video=x["video"], frames=torch.tensor(frames), **self._meta(i))
+        if self.with_flow: item.update(flow=x["flow"], occlusion=x["occlusion"])
+        return item
 
 # %% ../nbs/09_train.ipynb #367105bc
 def config_to_dict(config) -> dict:
@@ -798,7 +828,8 @@ def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Pat
     if stage in ("lfae", "decoder"):
         return FramePairDataset(source, max_gap=config.data.max_gap, seed=config.data.seed)
     model = stage_module.model
-    clips = ClipDataset(source, num_frames=config.dm.num_frames, sampling=config.dm.sampling, seed=config.data.seed)
+    if config.dm.sampling == "very_random": clips = ReleaseClipDataset(source, num_frames=config.dm.num_frames, seed=config.data.seed)
+    else: clips = ClipDataset(source, num_frames=config.dm.num_frames, sampling=config.dm.sampling, seed=config.data.seed)
     if exists(tc.max_clips) and tc.max_clips < len(clips): clips = torch.utils.data.Subset(clips, range(tc.max_clips))
     if not tc.cache_flows: return clips
     cache_file, key = run / "flows.pt", dict(lfae=_fingerprint(model.lfae), data=config_to_dict(config.data), clips=len(clips),

@@ -294,6 +294,7 @@ class UNet3DConfig:
     rel_pos_max_distance: int = 32       # frame offsets from here on share the last bucket
     num_frames: int = 16                 # clip length of the preset (documentation: the network accepts any number of frames)
     image_size: int = 16                 # side of the latent frames of the preset (documentation: any multiple of 2**(len(dim_mults)-1))
+    compat: str = "lfdm"                 # the long skip r: after the first temporal attention ('lfdm') or before it ('release')
 
     @classmethod
     def tiny(cls, **kw) -> "UNet3DConfig":
@@ -305,10 +306,13 @@ class UNet3DConfig:
         "The released MUG denoiser: d = 64, (1,2,4,8), 256 feature channels, 768-d text condition with zero null, 40 frames at 32²."
         return replace(cls(dim=64, dim_mults=(1, 2, 4, 8), channels=3, cond_channels=256, num_classes=None, cond_dim=768,
                            cond_mode="embedding", learn_null=False, attn_heads=8, attn_dim_head=32, norm_over_frames=True,
-                           num_frames=40, image_size=32), **kw)
+                           num_frames=40, image_size=32, compat="release"), **kw)
 
     def __post_init__(self):
         self.dim_mults = tuple(self.dim_mults)
+        if self.compat not in ("lfdm", "release"):
+            raise InputError(f"compat must be 'lfdm' (the long skip after the first temporal attention) or 'release' (before it, as "
+                             f"the official release), got {self.compat!r}.")
         if self.cond_mode not in ("class", "embedding"):
             raise InputError(f"cond_mode must be 'class' or 'embedding', got {self.cond_mode!r}.")
         if not self.dim_mults: raise InputError("dim_mults must list at least one level, e.g. (1, 2, 4).")
@@ -442,8 +446,9 @@ class UNet3D(nn.Module):
 
         pos_bias = self.time_rel_pos_bias(f, device=x.device).to(x.dtype)                          # heads f f
         x = self.init_conv(x)
+        r = x                                                                                      # the release's long skip
         x = self.init_temporal_attn(x, pos_bias=pos_bias)
-        r = x
+        if c.compat == "lfdm": r = x                                                               # lfdm's: after the attention
         skips = []
         for block1, block2, spatial_attn, temporal_attn, down in self.downs:
             x = block2(block1(x, emb), emb)
