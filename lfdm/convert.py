@@ -338,8 +338,6 @@ def check_schedule(tables: dict, # the release's schedule buffers by name (`Diff
         if len(theirs) != len(ours):
             raise InputError(f"The DM file's schedule has {len(theirs)} steps (diffusion.{name}), lfdm's has {len(ours)}: "
                              f"this DM was trained with another number of steps than the release's T = {len(ours)}.")
-        if name == "posterior_log_variance_clipped" and abs(theirs[0].item() - math.log(1e-20)) < 1e-3:
-            theirs, ours = theirs[1:], ours[1:]                        # the release's clamp at t = 0 (never used: no noise at t = 0)
         err = (theirs - ours).abs() / (ours.abs() + 1e-12)
         if not torch.isfinite(err).all() or err.max() > rtol:
             t = int(torch.nan_to_num(err, nan=math.inf).argmax())

@@ -75,7 +75,7 @@ class DiffusionSchedule:
         self.log_one_minus_alphas_cumprod = torch.log(1 - abar)
         self.sqrt_recip_alphas_cumprod, self.sqrt_recipm1_alphas_cumprod = (1 / abar).sqrt(), (1 / abar - 1).sqrt()
         self.posterior_variance = betas * (1 - abar_prev) / (1 - abar)                              # β̃_t of (7)
-        self.posterior_log_variance_clipped = torch.log(torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]))
+        self.posterior_log_variance_clipped = torch.log(self.posterior_variance.clamp(min=1e-20))   # entry 0: log 1e-20, never used
         self.posterior_mean_coef1 = betas * abar_prev.sqrt() / (1 - abar)                          # coef1 of (7)
         self.posterior_mean_coef2 = (1 - abar_prev) * (1 - betas).sqrt() / (1 - abar)              # coef2 of (7)
 
