@@ -230,6 +230,7 @@ class Attention(nn.Module):
         out = torch.einsum("b h i j, b h j d -> b h i d", attn, v)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
+# %% ../nbs/07_unet3d.ipynb #1d1287a0
 class AlongFrames(nn.Module):
     "Applies a token module along the frames at every pixel: `b c f h w` → `(b h w) f c` → fn → `b c f h w`."
     def __init__(self, fn: nn.Module):
@@ -311,8 +312,7 @@ class UNet3DConfig:
     def __post_init__(self):
         self.dim_mults = tuple(self.dim_mults)
         if self.compat not in ("lfdm", "release"):
-            raise InputError(f"compat must be 'lfdm' (the long skip after the first temporal attention) or 'release' (before it, as "
-                             f"the official release), got {self.compat!r}.")
+            raise InputError(f"compat must be 'lfdm' (long skip after the first temporal attention) or 'release', got {self.compat!r}.")
         if self.cond_mode not in ("class", "embedding"):
             raise InputError(f"cond_mode must be 'class' or 'embedding', got {self.cond_mode!r}.")
         if not self.dim_mults: raise InputError("dim_mults must list at least one level, e.g. (1, 2, 4).")
@@ -334,7 +334,7 @@ class UNet3DConfig:
         "Channels of the input convolution, then of each level: [d, d·m_1, ..., d·m_L]."
         return [self.dim] + [self.dim * m for m in self.dim_mults]
 
-# %% ../nbs/07_unet3d.ipynb #797322ab
+# %% ../nbs/07_unet3d.ipynb #b550793f
 class UNet3D(nn.Module):
     """The factorised space-time U-Net: `forward(x: b channels f h w, time: b, features: b C h w | b C f h w, cond, null)` → `b channels f h w`.
     Spatial sizes must be divisible by 2**(len(dim_mults) - 1); any number of frames works."""
@@ -383,85 +383,99 @@ class UNet3D(nn.Module):
         self.final_conv = nn.Sequential(block(2 * c.dim, c.dim), nn.Conv3d(c.dim, c.channels - 1, 1))   # flow
         self.occlusion_map = nn.Sequential(block(2 * c.dim, c.dim), nn.Conv3d(c.dim, 1, 1))           # occlusion
 
-    def condition(self, cond: torch.Tensor | None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: null for all
-                  null: torch.Tensor | bool | None, # `b` bool: True → the null condition for that sample
-                  b: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        "The condition vectors `b cond_dim` (None for an unconditional model), with the null condition where asked."
-        c = self.config
-        if not c.conditioned:
-            if exists(cond): raise InputError("this U-Net is unconditional (num_classes=None in 'class' mode): pass cond=None.")
-            return None
-        null = torch.zeros(b, dtype=torch.bool, device=device) if not exists(null) else torch.as_tensor(null, device=device)
-        if null.dim() == 0: null = null.expand(b)
-        check_shape(null, "b", "null", b=b)
-        null = null.bool()
-        if c.cond_mode == "class":
-            if not exists(cond): cond = torch.full((b,), c.num_classes, dtype=torch.long, device=device)
-            else:
-                cond = torch.as_tensor(cond, device=device)
-                if cond.is_floating_point() or cond.dtype == torch.bool:
-                    raise InputError(f"cond_mode 'class' takes integer class ids (a LongTensor of shape b), got dtype {cond.dtype}; "
-                                     "for vectors use cond_mode='embedding'.")
-                if cond.dim() == 0: cond = cond.expand(b)
-                check_shape(cond, "b", "cond (class ids)", b=b)
-                bad = (cond < 0) | (cond >= c.num_classes)
-                if bad.any():
-                    raise InputError(f"unknown class id {cond[bad].tolist()}: ids must be in 0..{c.num_classes - 1} "
-                                     f"(pass null=True, or cond=None, for the null condition).")
-                cond = torch.where(null, torch.full_like(cond, c.num_classes), cond.long())
-            return self.class_embedding(cond).to(dtype)
-        null_vec = self.null_cond.to(device=device, dtype=dtype).expand(b, -1)
-        if not exists(cond): return null_vec
-        check_shape(cond, "b d", "cond (condition embeddings)", b=b, d=c.cond_dim)
-        return torch.where(null[:, None], null_vec, cond.to(dtype))
+# %% ../nbs/07_unet3d.ipynb #33da91f7
+def _unet_condition(self, cond: torch.Tensor | None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: null for all
+                    null: torch.Tensor | bool | None, # `b` bool: True → the null condition for that sample
+                    b: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    "The condition vectors `b cond_dim` (None for an unconditional model), with the null condition where asked."
+    c = self.config
+    if not c.conditioned:
+        if exists(cond): raise InputError("this U-Net is unconditional (num_classes=None in 'class' mode): pass cond=None.")
+        return None
+    null = torch.zeros(b, dtype=torch.bool, device=device) if not exists(null) else torch.as_tensor(null, device=device)
+    if null.dim() == 0: null = null.expand(b)
+    check_shape(null, "b", "null", b=b)
+    null = null.bool()
+    if c.cond_mode == "class":
+        if not exists(cond): cond = torch.full((b,), c.num_classes, dtype=torch.long, device=device)
+        else:
+            cond = torch.as_tensor(cond, device=device)
+            if cond.is_floating_point() or cond.dtype == torch.bool:
+                raise InputError(f"cond_mode 'class' takes integer class ids (a LongTensor of shape b), got dtype {cond.dtype}; "
+                                 "for vectors use cond_mode='embedding'.")
+            if cond.dim() == 0: cond = cond.expand(b)
+            check_shape(cond, "b", "cond (class ids)", b=b)
+            bad = (cond < 0) | (cond >= c.num_classes)
+            if bad.any():
+                raise InputError(f"unknown class id {cond[bad].tolist()}: ids must be in 0..{c.num_classes - 1} "
+                                 f"(pass null=True, or cond=None, for the null condition).")
+            cond = torch.where(null, torch.full_like(cond, c.num_classes), cond.long())
+        return self.class_embedding(cond).to(dtype)
+    null_vec = self.null_cond.to(device=device, dtype=dtype).expand(b, -1)
+    if not exists(cond): return null_vec
+    check_shape(cond, "b d", "cond (condition embeddings)", b=b, d=c.cond_dim)
+    return torch.where(null[:, None], null_vec, cond.to(dtype))
 
-    def forward(self, x: torch.Tensor, # `b channels f h w`: the noisy x_t
-                time: torch.Tensor | int | float, # `b` (or one number for all): diffusion steps 0..T-1, unscaled
-                features: torch.Tensor | None, # `b C h w` (repeated over frames) or `b C f h w`: image features z; None if C = 0
-                cond: torch.Tensor | None = None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: the null condition
-                null: torch.Tensor | bool | None = None, # `b` bool: True → that sample gets the null condition
-               ) -> torch.Tensor:
-        "`b channels f h w`: channels 0..channels-2 from the flow head, the last from the occlusion head."
-        c = self.config
-        s = check_shape(x, "b c f h w", "x (noisy input)", c=c.channels)
-        b, f, h, w = s["b"], s["f"], s["h"], s["w"]
-        n = 2 ** (len(c.dim_mults) - 1)
-        if h % n or w % n:
-            raise InputError(f"x is {h}x{w}, but a U-Net with {len(c.dim_mults)} levels needs spatial sizes divisible by {n}.")
-        if c.cond_channels:
-            if not exists(features): raise InputError(f"this U-Net needs image features of shape (b, {c.cond_channels}, h, w).")
-            if features.dim() == 4:
-                check_shape(features, "b c h w", "features", b=b, c=c.cond_channels, h=h, w=w)
-                features = repeat(features, "b c h w -> b c f h w", f=f)
-            else: check_shape(features, "b c f h w", "features", b=b, c=c.cond_channels, f=f, h=h, w=w)
-            x = torch.cat([x, features.to(x.dtype)], dim=1)
-        elif exists(features): raise InputError("this U-Net takes no image features (cond_channels=0): pass features=None.")
+UNet3D.condition = _unet_condition
 
-        time = torch.as_tensor(time, device=x.device)
-        if time.dim() == 0: time = time.expand(b)
-        check_shape(time, "b", "time", b=b)
-        emb = self.time_mlp[1:](self.time_mlp[0](time if time.dtype == torch.float64 else time.float()).to(x.dtype))   # b 4d
-        cond_vec = self.condition(cond, null, b, x.device, x.dtype)
-        if exists(cond_vec): emb = torch.cat([emb, cond_vec], dim=-1)                              # e = [time ; condition]
+# %% ../nbs/07_unet3d.ipynb #2c89960c
+def _unet_inputs(self, x: torch.Tensor, time, features: torch.Tensor | None, cond, null) -> tuple[torch.Tensor, torch.Tensor]:
+    "Check the inputs and build the network's input `[x_t; z]` `b (channels + C) f h w` and the embedding `e = [time; condition]` `b emb`."
+    c = self.config
+    s = check_shape(x, "b c f h w", "x (noisy input)", c=c.channels)
+    b, f, h, w = s["b"], s["f"], s["h"], s["w"]
+    n = 2 ** (len(c.dim_mults) - 1)
+    if h % n or w % n:
+        raise InputError(f"x is {h}x{w}, but a U-Net with {len(c.dim_mults)} levels needs spatial sizes divisible by {n}.")
+    if c.cond_channels:
+        if not exists(features): raise InputError(f"this U-Net needs image features of shape (b, {c.cond_channels}, h, w).")
+        if features.dim() == 4:
+            check_shape(features, "b c h w", "features", b=b, c=c.cond_channels, h=h, w=w)
+            features = repeat(features, "b c h w -> b c f h w", f=f)
+        else: check_shape(features, "b c f h w", "features", b=b, c=c.cond_channels, f=f, h=h, w=w)
+        x = torch.cat([x, features.to(x.dtype)], dim=1)
+    elif exists(features): raise InputError("this U-Net takes no image features (cond_channels=0): pass features=None.")
 
-        pos_bias = self.time_rel_pos_bias(f, device=x.device).to(x.dtype)                          # heads f f
-        x = self.init_conv(x)
-        r = x                                                                                      # the release's long skip
-        x = self.init_temporal_attn(x, pos_bias=pos_bias)
-        if c.compat == "lfdm": r = x                                                               # lfdm's: after the attention
-        skips = []
-        for block1, block2, spatial_attn, temporal_attn, down in self.downs:
-            x = block2(block1(x, emb), emb)
-            x = temporal_attn(spatial_attn(x), pos_bias=pos_bias)
-            skips.append(x)
-            x = down(x)
-        x = self.mid_block1(x, emb)
-        x = self.mid_temporal_attn(self.mid_spatial_attn(x), pos_bias=pos_bias)
-        x = self.mid_block2(x, emb)
-        for block1, block2, spatial_attn, temporal_attn, up in self.ups:
-            x = torch.cat([x, skips.pop()], dim=1)
-            x = block2(block1(x, emb), emb)
-            x = temporal_attn(spatial_attn(x), pos_bias=pos_bias)
-            x = up(x)
-        x = torch.cat([x, r], dim=1)
-        return torch.cat([self.final_conv(x), self.occlusion_map(x)], dim=1)
+    time = torch.as_tensor(time, device=x.device)
+    if time.dim() == 0: time = time.expand(b)
+    check_shape(time, "b", "time", b=b)
+    emb = self.time_mlp[1:](self.time_mlp[0](time if time.dtype == torch.float64 else time.float()).to(x.dtype))   # b 4d
+    cond_vec = self.condition(cond, null, b, x.device, x.dtype)
+    if exists(cond_vec): emb = torch.cat([emb, cond_vec], dim=-1)                              # e = [time ; condition]
+    return x, emb
+
+UNet3D.inputs = _unet_inputs
+
+# %% ../nbs/07_unet3d.ipynb #57c88d70
+def _unet_forward(self, x: torch.Tensor, # `b channels f h w`: the noisy x_t
+                  time: torch.Tensor | int | float, # `b` (or one number for all): diffusion steps 0..T-1, unscaled
+                  features: torch.Tensor | None, # `b C h w` (repeated over frames) or `b C f h w`: image features z; None if C = 0
+                  cond: torch.Tensor | None = None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: the null condition
+                  null: torch.Tensor | bool | None = None, # `b` bool: True → that sample gets the null condition
+                 ) -> torch.Tensor:
+    "`b channels f h w`: channels 0..channels-2 from the flow head, the last from the occlusion head."
+    x, emb = self.inputs(x, time, features, cond, null)                                    # [x_t; z], e = [time; condition]
+    f = x.shape[2]
+    pos_bias = self.time_rel_pos_bias(f, device=x.device).to(x.dtype)                          # heads f f
+    x = self.init_conv(x)
+    r = x                                                                                      # the release's long skip
+    x = self.init_temporal_attn(x, pos_bias=pos_bias)
+    if self.config.compat == "lfdm": r = x                                                               # lfdm's: after the attention
+    skips = []
+    for block1, block2, spatial_attn, temporal_attn, down in self.downs:
+        x = block2(block1(x, emb), emb)
+        x = temporal_attn(spatial_attn(x), pos_bias=pos_bias)
+        skips.append(x)
+        x = down(x)
+    x = self.mid_block1(x, emb)
+    x = self.mid_temporal_attn(self.mid_spatial_attn(x), pos_bias=pos_bias)
+    x = self.mid_block2(x, emb)
+    for block1, block2, spatial_attn, temporal_attn, up in self.ups:
+        x = torch.cat([x, skips.pop()], dim=1)
+        x = block2(block1(x, emb), emb)
+        x = temporal_attn(spatial_attn(x), pos_bias=pos_bias)
+        x = up(x)
+    x = torch.cat([x, r], dim=1)
+    return torch.cat([self.final_conv(x), self.occlusion_map(x)], dim=1)
+
+UNet3D.forward = _unet_forward
