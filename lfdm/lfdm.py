@@ -81,6 +81,8 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
 
 # Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
 # damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
+
+# %% ../nbs/08_lfdm.ipynb #9f17091c
 # far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold.
 CONFIG_LIMITS = {
     "lfae": dict(image_size=(8, 2048), num_channels=(1, 4), num_regions=(1, 256),
@@ -131,6 +133,7 @@ def _check_stored_sizes(ckpt: dict, path):
         lfae_config = _check_section(ckpt["lfae"].get("config"), CONFIG_LIMITS["lfae"], path, "lfae config")
         _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
 
+# %% ../nbs/08_lfdm.ipynb #0ad55c94
 def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
     "A stored list of 1 to `n_max` numbers in [lo, hi] (ints if `lo` is an int), e.g. the U-Net's `dim_mults`; [] if absent."
     if key not in d: return []
@@ -211,7 +214,13 @@ class LFDMConfig:
         if not 0 <= self.null_cond_prob < 1: raise InputError(f"null_cond_prob must be in [0, 1), got {self.null_cond_prob}.")
         if not self.flow_scale > 0: raise InputError(f"flow_scale must be positive, got {self.flow_scale}.")
 
-# %% ../nbs/08_lfdm.ipynb #654f12e3
+# %% ../nbs/08_lfdm.ipynb #37cdb37e
+def _attach(cls, fn: Callable, wrap: Callable | None = None):
+    "Make `fn` (named `_lfdm_<name>`, written in a later cell) the method `<name>` of `cls`, optionally wrapped (e.g. `torch.no_grad()`)."
+    name = fn.__name__.removeprefix("_lfdm_")
+    fn.__name__, fn.__qualname__ = name, f"{cls.__name__}.{name}"
+    setattr(cls, name, wrap(fn) if exists(wrap) else fn)
+
 MAX_GUIDANCE = 100.0       # classifier-free guidance scales in use are 1 to 15; far larger ones only overflow to NaN
 
 class LFDM(nn.Module):
@@ -241,149 +250,165 @@ class LFDM(nn.Module):
         super().train(mode); self.lfae.eval()
         return self
 
-    def class_ids(self, classes, # a name, an id, or a list / LongTensor of them
-                  batch: int | None = None, # broadcast one class to this batch size
+# %% ../nbs/08_lfdm.ipynb #73aa83e0
+def _lfdm_class_ids(self, classes, # a name, an id, or a list / LongTensor of them
+                    batch: int | None = None, # broadcast one class to this batch size
+                   ) -> torch.Tensor:
+    "Class names or ids → LongTensor `(b,)`; unknown classes raise `InputError` listing the known ones."
+    device = next(self.unet.parameters()).device
+    if isinstance(classes, torch.Tensor):
+        if classes.is_floating_point(): raise InputError(f"classes must be names or integer ids, got a {classes.dtype} tensor.")
+        ids = classes.long().flatten().tolist()
+    else:
+        if not isinstance(classes, (str, int, np.integer)) and not hasattr(classes, "__iter__"):   # 1.5, None, ...
+            raise InputError(f"classes must be a name, an integer id, or a list of them; got {classes!r}.")
+        items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
+        ids = []
+        for x in items:
+            if isinstance(x, str):
+                if x not in self.classes:
+                    raise InputError(f"Unknown class {x!r}; this model knows: {', '.join(self.classes)}.")
+                ids.append(self.classes.index(x))
+            elif isinstance(x, (int, np.integer)) and not isinstance(x, bool): ids.append(int(x))
+            else: raise InputError(f"classes must be names or integer ids, got {x!r}.")
+    if bad := [i for i in ids if not 0 <= i < len(self.classes)]:
+        raise InputError(f"Unknown class id {bad[0]}: ids go from 0 to {len(self.classes) - 1} ({', '.join(self.classes)}).")
+    ids = torch.tensor(ids, dtype=torch.long, device=device)
+    if exists(batch) and len(ids) == 1: ids = ids.expand(batch)
+    if exists(batch) and len(ids) != batch: raise InputError(f"Got {len(ids)} classes for {batch} images.")
+    return ids
+
+_attach(LFDM, _lfdm_class_ids)
+
+# %% ../nbs/08_lfdm.ipynb #58979856
+def _lfdm_to_diffusion(self, states: torch.Tensor) -> torch.Tensor:
+    "$s_0$ `b 3 f h w` → what the DM models: the same, or with `residual_flow` the flow's displacement times `flow_scale`."
+    if not self.config.residual_flow: return states
+    h, w = states.shape[-2:]
+    identity = identity_grid(1, h, w, device=states.device, dtype=states.dtype).permute(0, 3, 1, 2)[:, :, None]   # 1 2 1 h w
+    return torch.cat([(states[:, :2] - identity) * self.config.flow_scale, states[:, 2:]], 1)
+
+def _lfdm_from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+    "Inverse of `to_diffusion`: `b 3 f h w` flow states (absolute grids, occlusion channel 2m - 1)."
+    if not self.config.residual_flow: return x
+    h, w = x.shape[-2:]
+    identity = identity_grid(1, h, w, device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)[:, :, None]
+    return torch.cat([x[:, :2] / self.config.flow_scale + identity, x[:, 2:]], 1)
+
+_attach(LFDM, _lfdm_to_diffusion)
+_attach(LFDM, _lfdm_from_diffusion)
+
+# %% ../nbs/08_lfdm.ipynb #2ce726b1
+def _lfdm_check_videos(self, videos: torch.Tensor) -> torch.Tensor:
+    s = self.lfae.config.image_size
+    check_shape(videos, "b c f h w", "videos", c=self.lfae.config.num_channels, h=s, w=s)
+    if not videos.is_floating_point(): raise InputError(f"videos must be float tensors in [0, 1], got {videos.dtype}.")
+    return videos
+
+def _lfdm_encode_videos(self, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The DM's data: $s_0$ `b 3 f h w` (flows and occlusions from frame 0 to every frame) and $z = \\Phi(x_0)$ `b C h w`."
+    b, _, f = self.check_videos(videos).shape[:3]
+    source = videos[:, :, 0]
+    driving = videos.transpose(1, 2).flatten(0, 1)                                    # (b f) 3 H W
+    flow, occlusion = self.lfae.flow(source.repeat_interleave(f, 0), driving)
+    states = flows_to_state(flow.unflatten(0, (b, f)), occlusion.unflatten(0, (b, f)))
+    return states, self.lfae.encode(source).bottleneck
+
+def _lfdm_forward(self, videos: torch.Tensor | None = None, # `b 3 f H W` training clips (or give `states` and `features`)
+                  classes=None, # `b` class names or ids
+                  states: torch.Tensor | None = None, # cached $s_0$ `b 3 f h w`
+                  features: torch.Tensor | None = None, # cached $z$ `b C h w`
+                  class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
+                  noise: torch.Tensor | None = None, # the training noise, like `states` (drawn if None)
+                  t: torch.Tensor | None = None, # timesteps `(b,)` (uniform if None)
+                  null: torch.Tensor | None = None, # bool `(b,)`: which samples drop their class (drawn with `null_cond_prob` if None)
                  ) -> torch.Tensor:
-        "Class names or ids → LongTensor `(b,)`; unknown classes raise `InputError` listing the known ones."
-        device = next(self.unet.parameters()).device
-        if isinstance(classes, torch.Tensor):
-            if classes.is_floating_point(): raise InputError(f"classes must be names or integer ids, got a {classes.dtype} tensor.")
-            ids = classes.long().flatten().tolist()
-        else:
-            if not isinstance(classes, (str, int, np.integer)) and not hasattr(classes, "__iter__"):   # 1.5, None, ...
-                raise InputError(f"classes must be a name, an integer id, or a list of them; got {classes!r}.")
-            items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
-            ids = []
-            for x in items:
-                if isinstance(x, str):
-                    if x not in self.classes:
-                        raise InputError(f"Unknown class {x!r}; this model knows: {', '.join(self.classes)}.")
-                    ids.append(self.classes.index(x))
-                elif isinstance(x, (int, np.integer)) and not isinstance(x, bool): ids.append(int(x))
-                else: raise InputError(f"classes must be names or integer ids, got {x!r}.")
-        if bad := [i for i in ids if not 0 <= i < len(self.classes)]:
-            raise InputError(f"Unknown class id {bad[0]}: ids go from 0 to {len(self.classes) - 1} ({', '.join(self.classes)}).")
-        ids = torch.tensor(ids, dtype=torch.long, device=device)
-        if exists(batch) and len(ids) == 1: ids = ids.expand(batch)
-        if exists(batch) and len(ids) != batch: raise InputError(f"Got {len(ids)} classes for {batch} images.")
-        return ids
+    "The diffusion training loss on a batch of clips (videos, or cached flows), with condition dropout `null_cond_prob`."
+    if exists(videos): states, features = self.encode_videos(videos)
+    if not (exists(states) and exists(features)): raise InputError("Give training videos, or both cached states and features.")
+    b = len(states)
+    cond = class_embeddings if self.config.unet.cond_mode == "embedding" else self.class_ids(classes, b)
+    null = default(null, lambda: torch.rand(b, device=states.device) < self.config.null_cond_prob)
+    return self.diffusion(self.to_diffusion(states), noise, t, features=features, cond=cond, null=null)
 
-    def to_diffusion(self, states: torch.Tensor) -> torch.Tensor:
-        "$s_0$ `b 3 f h w` → what the DM models: the same, or with `residual_flow` the flow's displacement times `flow_scale`."
-        if not self.config.residual_flow: return states
-        h, w = states.shape[-2:]
-        identity = identity_grid(1, h, w, device=states.device, dtype=states.dtype).permute(0, 3, 1, 2)[:, :, None]   # 1 2 1 h w
-        return torch.cat([(states[:, :2] - identity) * self.config.flow_scale, states[:, 2:]], 1)
+_attach(LFDM, _lfdm_check_videos)
+_attach(LFDM, _lfdm_encode_videos, torch.no_grad())
+_attach(LFDM, _lfdm_forward)
 
-    def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
-        "Inverse of `to_diffusion`: `b 3 f h w` flow states (absolute grids, occlusion channel 2m - 1)."
-        if not self.config.residual_flow: return x
-        h, w = x.shape[-2:]
-        identity = identity_grid(1, h, w, device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)[:, :, None]
-        return torch.cat([x[:, :2] / self.config.flow_scale + identity, x[:, 2:]], 1)
+# %% ../nbs/08_lfdm.ipynb #0123898f
+def _lfdm_denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
+    "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (06_diffusion's `guided_denoiser`)."
+    unet = self.unet
+    def denoise(x, t, null):                        # the batch is b, or 2b (conditional and null halves) when guiding
+        k = len(x) // len(cond)
+        rep = lambda a: a if a is None or k == 1 else a.repeat(k, *[1] * (a.ndim - 1))
+        return unet(x, t, rep(features), rep(cond), null)
+    return guided_denoiser(denoise, guidance)
 
-    def check_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        s = self.lfae.config.image_size
-        check_shape(videos, "b c f h w", "videos", c=self.lfae.config.num_channels, h=s, w=s)
-        if not videos.is_floating_point(): raise InputError(f"videos must be float tensors in [0, 1], got {videos.dtype}.")
-        return videos
+def _lfdm_decode_states(self, encoded, # `Encoded` source features of `b` images
+                        states: torch.Tensor, # $s_0$ `b 3 f h w`
+                       ) -> torch.Tensor:
+    "Warp and decode every frame: video `b 3 f H W` in [0, 1]."
+    flows, occlusions = state_to_flows(states)                                      # b f h w 2, b f 1 h w
+    b, f = flows.shape[:2]
+    per_frame = type(encoded)(encoded.image.repeat_interleave(f, 0), [x.repeat_interleave(f, 0) for x in encoded.features])
+    frames = self.lfae.decode(per_frame, flows.flatten(0, 1), occlusions.flatten(0, 1))  # all b·f frames in one call
+    return frames.unflatten(0, (b, f)).transpose(1, 2)
 
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        "The DM's data: $s_0$ `b 3 f h w` (flows and occlusions from frame 0 to every frame) and $z = \\Phi(x_0)$ `b C h w`."
-        b, _, f = self.check_videos(videos).shape[:3]
-        source = videos[:, :, 0]
-        driving = videos.transpose(1, 2).flatten(0, 1)                                    # (b f) 3 H W
-        flow, occlusion = self.lfae.flow(source.repeat_interleave(f, 0), driving)
-        states = flows_to_state(flow.unflatten(0, (b, f)), occlusion.unflatten(0, (b, f)))
-        return states, self.lfae.encode(source).bottleneck
+_attach(LFDM, _lfdm_denoiser)
+_attach(LFDM, _lfdm_decode_states, torch.no_grad())
 
-    def forward(self, videos: torch.Tensor | None = None, # `b 3 f H W` training clips (or give `states` and `features`)
-                classes=None, # `b` class names or ids
-                states: torch.Tensor | None = None, # cached $s_0$ `b 3 f h w`
-                features: torch.Tensor | None = None, # cached $z$ `b C h w`
-                class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
-                noise: torch.Tensor | None = None, # the training noise, like `states` (drawn if None)
-                t: torch.Tensor | None = None, # timesteps `(b,)` (uniform if None)
-                null: torch.Tensor | None = None, # bool `(b,)`: which samples drop their class (drawn with `null_cond_prob` if None)
-               ) -> torch.Tensor:
-        "The diffusion training loss on a batch of clips (videos, or cached flows), with condition dropout `null_cond_prob`."
-        if exists(videos): states, features = self.encode_videos(videos)
-        if not (exists(states) and exists(features)): raise InputError("Give training videos, or both cached states and features.")
-        b = len(states)
-        cond = class_embeddings if self.config.unet.cond_mode == "embedding" else self.class_ids(classes, b)
-        null = default(null, lambda: torch.rand(b, device=states.device) < self.config.null_cond_prob)
-        return self.diffusion(self.to_diffusion(states), noise, t, features=features, cond=cond, null=null)
+# %% ../nbs/08_lfdm.ipynb #22de502f
+def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
+                 classes=None, # class names or ids (one for all, or one per image)
+                 steps: int | None = None, # DDIM steps (default `config.sampling_steps`; DDPM always takes T)
+                 guidance: float | None = None, # classifier-free guidance scale w (default `config.guidance`)
+                 sampler: str | None = None, # 'ddim' or 'ddpm' (default `config.sampler`)
+                 eta: float = 0.0, # DDIM's eta
+                 generator: torch.Generator | None = None, # CPU generator: the same seed gives the same video on any device
+                 num_frames: int | None = None, # frames to generate (default `config.num_frames`)
+                 callback: Callable | None = None, # callback(i, t, x_t, s0_hat) at each step
+                 class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
+                 return_states: bool = False, # also return the generated $s_0$
+                ):
+    "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the LFAE reconstructs it: see `anchor_first_frame`)."
+    c = self.config
+    # the options first, before any work; `guidance < 0` alone would let NaN through (NaN fails every comparison)
+    if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
+    if steps is not None: check_int(steps, "the number of sampling steps", 1, c.timesteps)
+    if num_frames is not None: check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
+    if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
+    if image.ndim == 3: image = image[None]
+    image = self.lfae.check_images(image, "image")
+    if not ((image >= 0) & (image <= 1)).all():                             # also catches NaN, which fails every comparison
+        raise InputError("image values must be in [0, 1], without NaN or infinity (divide 8-bit images by 255).")
+    b = len(image)
+    if c.unet.cond_mode == "embedding":
+        if not exists(class_embeddings): raise InputError("This model is conditioned on class embeddings: pass class_embeddings (b, cond_dim).")
+        cond = class_embeddings.to(image.device)
+    else:
+        if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
+        cond = self.class_ids(classes, b)
+    sampler, guidance = default(sampler, c.sampler), check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
+    steps = default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
+    encoded = self.lfae.encode(image)
+    h = encoded.bottleneck.shape[-1]
+    shape = (b, 3, default(num_frames, c.num_frames), h, h)
+    report = None if callback is None else (lambda i, t, x, x0: callback(i, t, x, self.from_diffusion(x0)))
+    states = self.from_diffusion(self.diffusion.sample(shape, self.denoiser(encoded.bottleneck, cond, guidance), sampler=sampler,
+                                                       steps=steps, eta=eta, generator=generator, callback=report, device=image.device))
+    if c.anchor_first_frame:                  # the flow from frame 0 to itself is not a guess: take what the LFAE says for (image, image)
+        flow0, occ0 = self.lfae.flow(image, image)
+        states = torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
+    video = self.decode_states(encoded, states)
+    if not (torch.isfinite(states).all() and torch.isfinite(video).all()):     # finite weights can still overflow
+        source = f"the checkpoint {self.checkpoint_path}" if exists(self.checkpoint_path) else "this model"
+        raise InputError(f"Sampling with {source} gave NaN or infinite values: its weights are broken (a diverged training run or "
+                         "a damaged file); use another checkpoint.")
+    return (video, states) if return_states else video
 
-    def denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
-        "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (06_diffusion's `guided_denoiser`)."
-        unet = self.unet
-        def denoise(x, t, null):                        # the batch is b, or 2b (conditional and null halves) when guiding
-            k = len(x) // len(cond)
-            rep = lambda a: a if a is None or k == 1 else a.repeat(k, *[1] * (a.ndim - 1))
-            return unet(x, t, rep(features), rep(cond), null)
-        return guided_denoiser(denoise, guidance)
-
-    @torch.no_grad()
-    def decode_states(self, encoded, # `Encoded` source features of `b` images
-                      states: torch.Tensor, # $s_0$ `b 3 f h w`
-                     ) -> torch.Tensor:
-        "Warp and decode every frame: video `b 3 f H W` in [0, 1]."
-        flows, occlusions = state_to_flows(states)                                      # b f h w 2, b f 1 h w
-        b, f = flows.shape[:2]
-        per_frame = type(encoded)(encoded.image.repeat_interleave(f, 0), [x.repeat_interleave(f, 0) for x in encoded.features])
-        frames = self.lfae.decode(per_frame, flows.flatten(0, 1), occlusions.flatten(0, 1))  # all b·f frames in one call
-        return frames.unflatten(0, (b, f)).transpose(1, 2)
-
-    @torch.no_grad()
-    def sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
-               classes=None, # class names or ids (one for all, or one per image)
-               steps: int | None = None, # DDIM steps (default `config.sampling_steps`; DDPM always takes T)
-               guidance: float | None = None, # classifier-free guidance scale w (default `config.guidance`)
-               sampler: str | None = None, # 'ddim' or 'ddpm' (default `config.sampler`)
-               eta: float = 0.0, # DDIM's eta
-               generator: torch.Generator | None = None, # CPU generator: the same seed gives the same video on any device
-               num_frames: int | None = None, # frames to generate (default `config.num_frames`)
-               callback: Callable | None = None, # callback(i, t, x_t, s0_hat) at each step
-               class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
-               return_states: bool = False, # also return the generated $s_0$
-              ):
-        "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the LFAE reconstructs it: see `anchor_first_frame`)."
-        c = self.config
-        # the options first, before any work; `guidance < 0` alone would let NaN through (NaN fails every comparison)
-        if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
-        if steps is not None: check_int(steps, "the number of sampling steps", 1, c.timesteps)
-        if num_frames is not None: check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
-        if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
-        if image.ndim == 3: image = image[None]
-        image = self.lfae.check_images(image, "image")
-        if not ((image >= 0) & (image <= 1)).all():                             # also catches NaN, which fails every comparison
-            raise InputError("image values must be in [0, 1], without NaN or infinity (divide 8-bit images by 255).")
-        b = len(image)
-        if c.unet.cond_mode == "embedding":
-            if not exists(class_embeddings): raise InputError("This model is conditioned on class embeddings: pass class_embeddings (b, cond_dim).")
-            cond = class_embeddings.to(image.device)
-        else:
-            if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
-            cond = self.class_ids(classes, b)
-        sampler, guidance = default(sampler, c.sampler), check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
-        steps = default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
-        encoded = self.lfae.encode(image)
-        h = encoded.bottleneck.shape[-1]
-        shape = (b, 3, default(num_frames, c.num_frames), h, h)
-        report = None if callback is None else (lambda i, t, x, x0: callback(i, t, x, self.from_diffusion(x0)))
-        states = self.from_diffusion(self.diffusion.sample(shape, self.denoiser(encoded.bottleneck, cond, guidance), sampler=sampler,
-                                                           steps=steps, eta=eta, generator=generator, callback=report, device=image.device))
-        if c.anchor_first_frame:                  # the flow from frame 0 to itself is not a guess: take what the LFAE says for (image, image)
-            flow0, occ0 = self.lfae.flow(image, image)
-            states = torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
-        video = self.decode_states(encoded, states)
-        if not (torch.isfinite(states).all() and torch.isfinite(video).all()):     # finite weights can still overflow
-            source = f"the checkpoint {self.checkpoint_path}" if exists(self.checkpoint_path) else "this model"
-            raise InputError(f"Sampling with {source} gave NaN or infinite values: its weights are broken (a diverged training run or "
-                             "a damaged file); use another checkpoint.")
-        return (video, states) if return_states else video
+_attach(LFDM, _lfdm_sample, torch.no_grad())
 
 # %% ../nbs/08_lfdm.ipynb #1b9796a3
 @torch.no_grad()
