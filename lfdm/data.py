@@ -64,7 +64,7 @@ def pose(action: str, # one of `ACTIONS`
     tau = np.asarray(tau, dtype=np.float64)
     n, z = len(tau), np.zeros(len(tau))
     phi = 2 * np.pi * (cycles * tau + phase)
-    p = dict(lean=z.copy(), head_tilt=z.copy(), head_sy=np.ones(n), head_drop=z.copy(), torso_sy=np.ones(n),
+    p = dict(lean=z.copy(), head_tilt=z.copy(), head_sy=np.ones(n), head_s=np.ones(n), head_drop=z.copy(), torso_sy=np.ones(n),
              arm_l=np.full(n, 0.18), arm_r=np.full(n, 0.18), elbow_l=np.full(n, 0.1), elbow_r=np.full(n, 0.1),
              leg_l=np.full(n, REST_LEG), leg_r=np.full(n, REST_LEG), knee_l=z.copy(), knee_r=z.copy(), lift=z.copy(), squash=np.ones(n))
     up = 0.5 * (1 - np.cos(phi))                                   # 0 -> 1 -> 0 once per cycle
@@ -82,9 +82,7 @@ def pose(action: str, # one of `ACTIONS`
         p["leg_l"] = p["leg_r"] = REST_LEG + 0.35 * crouch
         p["arm_l"] = p["arm_r"] = 0.18 + 1.2 * air
     elif action == "nod":
-        p["head_sy"] = 1 - 0.45 * amp * up
-        p["head_drop"] = 0.07 * amp * up                           # the head sinks towards the chest
-        p["head_tilt"] = 0.35 * amp * np.sin(phi)
+        p["head_s"] = 1 + 0.8 * amp * up                           # the head pitches towards the camera: it grows about the neck
     elif action == "turn":
         p["squash"] = 1 - 0.45 * amp * up
         p["arm_l"] = p["arm_r"] = 0.18 - 0.12 * up
@@ -124,6 +122,7 @@ def part_affines(p: dict, # joint parameters from `pose`, (F,) arrays
     put(4, root, th_t, p["torso_sy"])
     along = lambda d: (d * p["torso_sy"])[:, None] * _dir(th_t)          # a point along the (stretched) torso
     put(5, root + along(L[4] - p["head_drop"]), th_t + p["head_tilt"], p["head_sy"])
+    A[:, 5] *= p["head_s"][:, None, None]                                # the head's uniform scale about the neck joint
     right = np.stack([-np.cos(th_t), np.sin(th_t)], -1)                 # the torso's sideways axis (+x at rest)
     for side, ua, fa, arm, elbow in ((-1, 6, 7, "arm_l", "elbow_l"), (1, 8, 9, "arm_r", "elbow_r")):
         shoulder = root + along(L[4] - 0.03) + side * 0.115 * right
