@@ -23,7 +23,7 @@ from .flow import PixelwiseFlowPredictor
 # %% auto #0
 __all__ = ['COMPAT_MODES', 'LFAEConfig', 'ResBlock2d', 'Encoded', 'resize_grid', 'Generator', 'LFAEOutput', 'LFAE', 'ssim',
            'vgg19_layers', 'VGG19Features', 'ReconstructionLoss', 'RandomTPS', 'equivariance_losses', 'LFAETrainer',
-           'psnr', 'evaluate_lfae', 'format_evaluation']
+           'psnr', 'evaluate_lfae', 'format_evaluation', 'plot_lfae_inside', 'lfae_explorer']
 
 # %% ../nbs/05_lfae.ipynb #d2dc4ae7
 COMPAT_MODES = ("lfdm", "release")
@@ -509,3 +509,61 @@ def format_evaluation(result: dict) -> str:
     for k, r in result.items():
         lines.append(f"| {names.get(k, k)} | " + " | ".join(f"{r[c]:.{p}f}" for c, _, p in cols) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/05_lfae.ipynb #a24d62d6
+def plot_lfae_inside(model: "LFAE", # a trained LFAE
+                     clip: dict, # `ProceduralActions.read(..., with_flow=True)` of two frames: source (frame 0) and driving
+                     title: str = "",
+                    ):
+    "Regions on source and driving, motion mask, flow vs exact flow, occlusion vs exact occlusion, reconstruction: one row. Returns the figure."
+    import matplotlib.pyplot as plt
+    from lfdm.core import color_wheel, show_image, show_flow
+    from lfdm.flow import mask_to_rgb
+    from lfdm.regions import heatmap_overlay, draw_regions
+    from lfdm.warp import flow_to_pixels, resize_flow, resize_occlusion
+    model.eval()
+    s, d = clip["video"][:, 0][None], clip["video"][:, 1][None]
+    with torch.no_grad():
+        out = model(s, d)
+    h = out.flow.shape[1]
+    exact_flow = resize_flow(clip["flow"][1:2], h)
+    exact_occ = resize_occlusion(clip["occlusion"][1:2], h)
+    ours_px, exact_px = flow_to_pixels(out.flow)[0], flow_to_pixels(exact_flow)[0]
+    scale = max(float(exact_px.norm(dim=-1).max()), 1e-3)
+    fig, axes = plt.subplots(1, 9, figsize=(18, 2.5), gridspec_kw=dict(width_ratios=[1] * 8 + [0.5]))
+    for ax, img, regions, name in ((axes[0], s[0], out.source_regions, "source: regions"), (axes[1], d[0], out.driving_regions, "driving: regions")):
+        ax = show_image(heatmap_overlay(img, regions["heatmap"][0]) if "heatmap" in regions else img, ax=ax, title=name, extent=(-1, 1, 1, -1))
+        draw_regions(ax, regions["shift"][0], regions["covar"][0], labels=False)
+    show_image(mask_to_rgb(out.motion["mask"][0]), ax=axes[2], title="motion mask M")
+    show_flow(ours_px, ax=axes[3], title="flow f (LFAE)", max_norm=scale, legend=False)
+    show_flow(exact_px, ax=axes[4], title="exact flow (16²)", max_norm=scale, legend=False)
+    show_image(out.occlusion[0].expand(3, -1, -1), ax=axes[5], title="occlusion m (LFAE)")    # as RGB: 1 is white, 0 black
+    show_image(exact_occ[0].expand(3, -1, -1), ax=axes[6], title="exact occlusion (16²)")
+    show_image(out.generated[0].clamp(0, 1), ax=axes[7], title="reconstruction")
+    show_image(color_wheel(48), ax=axes[8], title=f"flow colour:\nread from; {scale:.1f} px")
+    axes[8].title.set_fontsize(7)
+    fig.suptitle(title, fontsize=10); fig.tight_layout()
+    return fig
+
+# %% ../nbs/05_lfae.ipynb #16f520c4
+def lfae_explorer(model: "LFAE", # a trained LFAE
+                  source, # a clip source with exact flows (`ProceduralActions`)
+                  index: int = 0, # which clip
+                 ):
+    "An ipywidgets slider over the driving frame of clip `index`, showing `plot_lfae_inside`. Returns a `VBox` with `.slider`, `.image`."
+    import io
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    n = source.length(index)
+    slider = widgets.IntSlider(value=n // 3, min=0, max=n - 1, description="driving frame", continuous_update=False,
+                               layout=widgets.Layout(width="500px"))
+    image = widgets.Image(format="png")
+    def show(change=None):
+        fig = plot_lfae_inside(model, source.read(index, [0, slider.value]), f"clip {index}, driving frame {slider.value}")
+        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=70); plt.close(fig)
+        image.value = buf.getvalue()
+    slider.observe(show, names="value")
+    show()
+    box = widgets.VBox([slider, image])
+    box.slider, box.image = slider, image
+    return box
