@@ -28,8 +28,8 @@ from .warp import flow_to_rgb, identity_grid
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MAX_GUIDANCE', 'save_checkpoint', 'load_checkpoint',
            'config_from_dict', 'LFDMConfig', 'LFDM', 'encode_clips', 'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm',
-           'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'motion_features',
-           'knn_classify']
+           'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'guidance_explorer',
+           'motion_features', 'knn_classify']
 
 # %% ../nbs/08_lfdm.ipynb #671c05cc
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
@@ -598,6 +598,40 @@ def denoising_explorer(model: LFDM, # a trained LFDM
     show()
     box = widgets.VBox([widgets.HBox([dropdown, slider]), out])
     box.slider, box.classes, box.image = slider, dropdown, out
+    return box
+
+# %% ../nbs/08_lfdm.ipynb #1453d225
+def guidance_explorer(model: LFDM, # a trained LFDM
+                      image: torch.Tensor, # `3 H W` the first frame
+                      cls: str, # the class
+                      scales: Sequence[float] = (0.0, 1.0, 2.0, 3.0, 5.0), # the guidance scales w the slider offers
+                      steps: int = 10, seed: int = 0,
+                      frames: Sequence[int] | None = None, # which frames to show (default: 5 spread over the clip)
+                     ):
+    "ipywidgets: a slider over guidance scales showing the generated frames and flows for each. Returns a `VBox` with `.slider`, `.image`."
+    import ipywidgets as widgets
+    from lfdm.diffusion import _figure_png
+    frames = list(default(frames, np.linspace(0, model.config.num_frames - 1, 5).round().astype(int).tolist()))
+    videos = {}
+    def figure(w):
+        if w not in videos:
+            videos[w] = model.sample(image[None], cls, steps=steps, guidance=w, sampler="ddim",
+                                     generator=torch.Generator().manual_seed(seed), return_states=True)
+        video, states = videos[w]
+        flows = state_to_flows(states[0].cpu())[0]
+        fig, axes = plt.subplots(2, len(frames), figsize=(1.7 * len(frames), 3.6), squeeze=False)
+        for j, i in enumerate(frames):
+            _imshow(axes[0, j], video[0, :, i].cpu(), f"frame {i}"); _imshow(axes[1, j], flow_to_rgb(flows[i]), "flow")
+        fig.suptitle(f"'{cls}' at guidance w = {w:g}", fontsize=10); fig.tight_layout()
+        return fig
+    slider = widgets.SelectionSlider(options=[float(w) for w in scales], value=1.0 if 1.0 in scales else float(scales[0]),
+                                     description="guidance w", continuous_update=False, layout=widgets.Layout(width="400px"))
+    picture = widgets.Image(format="png")
+    def show(change=None): picture.value = _figure_png(figure(slider.value))
+    slider.observe(show, names="value")
+    show()
+    box = widgets.VBox([slider, picture])
+    box.slider, box.image = slider, picture
     return box
 
 # %% ../nbs/08_lfdm.ipynb #a4667ee7
