@@ -129,6 +129,8 @@ def _text(v): return None if isinstance(v, str) and v.strip() else "must be a no
 
 _SEED = _integer(0, 2 ** 63, text="must be an integer in [0, 2**63)")
 _LR, _BATCH, _WEIGHT = _number(0, lo_open=True), _integer(1), _number(0)
+
+# %% ../nbs/09_train.ipynb #10c98920
 _RULES = {
     DataConfig: dict(dataset=_text, layout=_choice("auto", *LAYOUTS), split=_choice("train", "test", None),
                      size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"), fit=_choice("crop", "pad", "stretch"),
@@ -279,6 +281,7 @@ def _check_value(value, tp, key: str):
         value = tuple(value)
     return value
 
+# %% ../nbs/09_train.ipynb #a8ccdede
 def structure(cls, # a config dataclass
               d: dict, # its settings (missing keys keep their defaults)
               name: str = "config", # for messages: where `d` comes from
@@ -317,6 +320,7 @@ def _load_yaml(text: str): return yaml.load(text, Loader=_StrictLoader)
 
 MAX_CONFIG_BYTES = 1 << 20                 # a run config is a few kilobytes; anything near a megabyte is the wrong file
 
+# %% ../nbs/09_train.ipynb #9cb47caf
 def config_from_yaml(path: str | Path, # a YAML file written by `save_config` (or by hand: any subset of the keys)
                      base: Config | None = None, # what missing keys default to (default: the `tiny` preset)
                     ) -> Config:
@@ -342,6 +346,7 @@ def save_config(config: Config, path: str | Path) -> Path:
     with atomic_write(path) as tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return Path(path)
 
+# %% ../nbs/09_train.ipynb #b2b07b46
 def _override_value(raw: str, hint):
     "The value of one `key=value` override: YAML, with Python's None/none also read as null where the field takes null."
     text = raw.strip()
@@ -680,6 +685,7 @@ def _held_message(run: Path, info: dict | None) -> str:
                 f"{run / RunLock.name} and start again.")
     return f"{run} is in use by another trainer (pid {info['pid']}{since}); wait for it to finish or stop it, or train into another folder."
 
+# %% ../nbs/09_train.ipynb #c88d20da
 class RunLock:
     "Exclusive use of a run folder by one process: `RUN/.lock` (pid, host, start); a stale lock (its process is gone) is taken over with a warning."
     name = ".lock"
@@ -734,6 +740,7 @@ class RunLock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
+# %% ../nbs/09_train.ipynb #697b239a
 _RUN_FILES = ("config.yaml", "log.csv", "loss.png", "flows.pt")
 _TEMPORARY = re.compile(r"\.(?:config|log|loss|flows|best|step_\d+)\.\w+\.(?:yaml|csv|png|pt)")
 
@@ -803,6 +810,7 @@ def _used_clips(stage: str, source, tc: TrainConfig) -> int:
     "How many clips of `source` the stage trains on (train-dm: the first `max_clips`)."
     return min(len(source), tc.max_clips) if stage == "dm" and exists(tc.max_clips) else len(source)
 
+# %% ../nbs/09_train.ipynb #5bff75e8
 def _checked_source(stage: str, config: Config, tc: TrainConfig, progress: bool = False):
     "The stage's clip source, with every clip it will train on opened now: a file that cannot be decoded is named before the first step."
     source = make_source(config.data, config.dm.classes if stage == "dm" else None)
@@ -846,6 +854,7 @@ def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Pat
     cache = torch.load(cache_file, weights_only=True)
     return EncodedClips({k: v for k, v in cache.items() if k != "key"})
 
+# %% ../nbs/09_train.ipynb #e2eff15b
 def _resume_checkpoint(stage: str, run: Path, resume) -> tuple[dict, Path]:
     "The checkpoint to continue from (the run's newest, or the path given), checked against the stage."
     path = latest_checkpoint(run) if resume is True else Path(resume)
@@ -919,6 +928,7 @@ def train(stage: str, # 'lfae', 'dm', or 'decoder' (fine-tune the LFAE's decoder
     finally:
         if own_group: dist.destroy_process_group()
 
+# %% ../nbs/09_train.ipynb #cd25f2ba
 def _agree(error: Exception | None, world: int, device):
     "Raise on every process when rank 0 met `error` (so that no process waits for the others forever)."
     if world > 1:
@@ -955,6 +965,7 @@ def _diverged(error: Exception, net: nn.Module) -> bool:
     "Whether an error raised inside the forward pass comes from non-finite numbers (e.g. an SVD or inverse of a NaN matrix)."
     return isinstance(error, torch.linalg.LinAlgError) or not _all_finite(net)
 
+# %% ../nbs/09_train.ipynb #1078471f
 def _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress, stop_after, device, rank, world, is_main, init_from, overwrite) -> TrainResult:
     t_start = time.perf_counter()
     if init_from is not None and ckpt_in is not None: raise InputError("--init starts a new run; a resumed run continues from its own checkpoint.")
@@ -1001,6 +1012,94 @@ def _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress, stop_afte
     finally:
         if lock is not None: lock.release()
 
+# %% ../nbs/09_train.ipynb #818e4e57
+@dataclass
+class _LoopState:
+    "What the training loop carries from step to step: the step, the best mean loss so far, losses since the last save and log."
+    step: int
+    best: float
+    since_save: list = field(default_factory=list)
+    losses: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    last_ckpt: Path | None = None
+
+def _save_step(stage, config, tc, run, module, net, opt, ema, lfae_part, st: _LoopState, world, device, is_main) -> Path | None:
+    "Checkpoint step `st.step` (EMA weights if any, plus everything `--resume` needs); `best.pt` if its mean loss is the best. Rank 0 writes."
+    if not _all_finite(net): raise _nan_guard(stage, run, f"weights are not finite after the update of step {st.step - 1}")
+    mean = float(np.mean(st.since_save)) if st.since_save else float("inf")
+    is_best = mean < st.best
+    st.best = min(st.best, mean)
+    st.since_save = []
+    fingerprints = [_fingerprint(net)]
+    if world > 1:                                                            # DDP must keep every process's weights identical
+        mine = torch.tensor(fingerprints, dtype=torch.float64, device=device)
+        every = [torch.zeros_like(mine) for _ in range(world)]
+        dist.all_gather(every, mine)
+        fingerprints = [float(x) for x in every]
+        if len(set(fingerprints)) > 1: raise RuntimeError(f"The {world} processes disagree on the weights at step {st.step}: {fingerprints}.")
+    if not is_main: return None
+    use = ema if ema is not None else net
+    train_state = dict(stage=stage, step=st.step, model=_cpu_state(net.state_dict()), optimizer=opt.state_dict(),
+                       ema=_cpu_state(ema.state_dict()) if ema is not None else None, rng=_rng_state(), best=st.best,
+                       run_config=config_to_dict(config), loss=mean, world_size=world, fingerprints=fingerprints)
+    extra = dict(train=train_state)
+    if stage == "dm": extra["lfae"] = lfae_part
+    kind = "lfdm" if stage == "dm" else "lfae"
+    model_cfg = config.dm if stage == "dm" else module.model.config
+    path = save_checkpoint(run / "checkpoints" / f"step_{st.step:07d}.pt", kind, model_cfg, use.state_dict(), **extra)
+    if is_best:
+        with atomic_write(run / "checkpoints" / "best.pt") as tmp: shutil.copyfile(path, tmp)
+    for old in _checkpoints(run)[:-tc.keep_last]: old.unlink()
+    _plot_log(run / "log.csv", run / "loss.png", f"train-{stage}: {run.name}")
+    return path
+
+def _log_row(log_file: Path, rows: list[dict], step: int, seconds: float, it_per_s: float):
+    "Append the mean of `rows` (one dict of losses per step) as one row of `log.csv` (header on the first row)."
+    row = dict(step=step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, seconds=round(seconds, 2), it_per_s=round(it_per_s, 4))
+    new = not log_file.exists()
+    with open(log_file, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new: w.writeheader()
+        w.writerow(row)
+
+# %% ../nbs/09_train.ipynb #6beef45b
+def _step_forward(stage, run, wrapped, net, batch, gen, part, batch_size, autocast, sigint, world, device, step):
+    "The forward pass of one step under autocast; every rank stops together on a non-finite loss or a Ctrl-C. Returns (losses, stop)."
+    failed = None
+    try:
+        with torch.autocast(**autocast):
+            out = wrapped(batch, gen, part, batch_size)
+        finite = bool(torch.isfinite(out["total"].detach()).item())
+    except RuntimeError as e:                                                # LinAlgError included: NaN weights or inputs inside
+        if not _diverged(e, net): raise
+        out, finite, failed = None, False, e
+    bad = torch.tensor([float(not finite), float(sigint.flag)], device=device)
+    if world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)                 # every rank stops together
+    nan, stop_now = bad.tolist()
+    if nan:
+        detail = (f"the forward pass failed: {str(failed).splitlines()[0]}" if failed is not None else
+                  str({k: round(float(v.detach()), 6) for k, v in out.items()}) if out is not None else "on another process")
+        raise _nan_guard(stage, run, f"loss is not finite at step {step} ({detail})")
+    return out, bool(stop_now)
+
+def _step_update(stage, run, total, params, opt, scaler, ema, net, tc, step) -> torch.Tensor:
+    "Backward, gradient clipping (and the NaN guard on the gradient), the optimiser step and the EMA update. Returns the gradient norm."
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None: scaler.scale(total).backward(); scaler.unscale_(opt)
+    else: total.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+    if scaler is None and not torch.isfinite(gn):                             # (fp16: the scaler skips such steps by itself)
+        raise _nan_guard(stage, run, f"gradient is not finite at step {step} (gradient norm {float(gn)})")
+    if scaler is not None: scaler.step(opt); scaler.update()
+    else: opt.step()
+    if ema is not None:
+        d = min(tc.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()): pe.lerp_(p.detach(), 1 - d)
+            for be, b in zip(ema.buffers(), net.buffers()): be.copy_(b)
+    return gn
+
+# %% ../nbs/09_train.ipynb #105058d2
 def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfae_part, source, batches, progress, stop_after,
           device, rank, world, is_main, t_start) -> TrainResult:
     data = _dataset(stage, config, module, tc, run, world, is_main, progress, source)
@@ -1018,97 +1117,34 @@ def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfa
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=stop, initial=step, desc=f"train-{stage}", unit="step", dynamic_ncols=True)
-    log_file, rows, since_save, losses, last_ckpt = run / "log.csv", [], [], [], None
+    st = _LoopState(step, best)
     t_log, n_log, interrupted = time.perf_counter(), 0, False
-
-    def save(final: bool = False) -> Path:
-        nonlocal best, since_save
-        if not _all_finite(net): raise _nan_guard(stage, run, f"weights are not finite after the update of step {step - 1}")
-        mean = float(np.mean(since_save)) if since_save else float("inf")
-        is_best = mean < best
-        best = min(best, mean)
-        since_save = []
-        fingerprints = [_fingerprint(net)]
-        if world > 1:                                                            # DDP must keep every process's weights identical
-            mine = torch.tensor(fingerprints, dtype=torch.float64, device=device)
-            every = [torch.zeros_like(mine) for _ in range(world)]
-            dist.all_gather(every, mine)
-            fingerprints = [float(x) for x in every]
-            if len(set(fingerprints)) > 1: raise RuntimeError(f"The {world} processes disagree on the weights at step {step}: {fingerprints}.")
-        if not is_main: return None
-        use = ema if ema is not None else net
-        train_state = dict(stage=stage, step=step, model=_cpu_state(net.state_dict()), optimizer=opt.state_dict(),
-                           ema=_cpu_state(ema.state_dict()) if ema is not None else None, rng=_rng_state(), best=best,
-                           run_config=config_to_dict(config), loss=mean, world_size=world, fingerprints=fingerprints)
-        extra = dict(train=train_state)
-        if stage == "dm": extra["lfae"] = lfae_part
-        kind = "lfdm" if stage == "dm" else "lfae"
-        model_cfg = config.dm if stage == "dm" else module.model.config
-        path = save_checkpoint(run / "checkpoints" / f"step_{step:07d}.pt", kind, model_cfg, use.state_dict(), **extra)
-        if is_best:
-            with atomic_write(run / "checkpoints" / "best.pt") as tmp: shutil.copyfile(path, tmp)
-        for old in _checkpoints(run)[:-tc.keep_last]: old.unlink()
-        _plot_log(log_file, run / "loss.png", f"train-{stage}: {run.name}")
-        return path
-
+    save = lambda: _save_step(stage, config, tc, run, module, net, opt, ema, lfae_part, st, world, device, is_main)
     with _Interrupt() as sigint:
         for batch in loader:
-            seed = _step_seed(tc.seed, step)
+            seed = _step_seed(tc.seed, st.step)
             torch.manual_seed(seed + rank)                                       # per-rank randomness inside the stage (TPS)
             gen = torch.Generator().manual_seed(seed)                            # global-batch randomness (noise, t, dropout)
-            failed = None
-            try:
-                with torch.autocast(**autocast):
-                    out = wrapped(batch, gen, part, batch_size)
-                total = out["total"]
-                finite = bool(torch.isfinite(total.detach()).item())
-            except RuntimeError as e:                                            # LinAlgError included: NaN weights or inputs inside
-                if not _diverged(e, net): raise
-                out, total, finite, failed = None, None, False, e
-            bad = torch.tensor([float(not finite), float(sigint.flag)], device=device)
-            if world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)             # every rank stops together
-            nan, stop_now = bad.tolist()
-            if nan:
-                detail = (f"the forward pass failed: {str(failed).splitlines()[0]}" if failed is not None else
-                          str({k: round(float(v.detach()), 6) for k, v in out.items()}) if out is not None else "on another process")
-                raise _nan_guard(stage, run, f"loss is not finite at step {step} ({detail})")
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None: scaler.scale(total).backward(); scaler.unscale_(opt)
-            else: total.backward()
-            gn = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            if scaler is None and not torch.isfinite(gn):                         # (fp16: the scaler skips such steps by itself)
-                raise _nan_guard(stage, run, f"gradient is not finite at step {step} (gradient norm {float(gn)})")
-            if scaler is not None: scaler.step(opt); scaler.update()
-            else: opt.step()
-            if ema is not None:
-                d = min(tc.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), net.parameters()): pe.lerp_(p.detach(), 1 - d)
-                    for be, b in zip(ema.buffers(), net.buffers()): be.copy_(b)
-            step += 1
-            losses.append(float(total.detach())); since_save.append(losses[-1]); n_log += 1
-            rows.append({k: float(v.detach()) for k, v in out.items()} | dict(grad_norm=float(gn)))
+            out, stop_now = _step_forward(stage, run, wrapped, net, batch, gen, part, batch_size, autocast, sigint, world, device, st.step)
+            total = out["total"]
+            gn = _step_update(stage, run, total, params, opt, scaler, ema, net, tc, st.step)
+            st.step += 1
+            st.losses.append(float(total.detach())); st.since_save.append(st.losses[-1]); n_log += 1
+            st.rows.append({k: float(v.detach()) for k, v in out.items()} | dict(grad_norm=float(gn)))
             if bar is not None:
                 bar.update(1)
-                if step % tc.log_every == 0 or step == stop: bar.set_postfix(loss=f"{np.mean(losses[-tc.log_every:]):.4f}")
-            if (step % tc.log_every == 0 or step == stop or stop_now) and is_main:
-                dt = time.perf_counter() - t_log
-                row = dict(step=step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, seconds=round(time.perf_counter() - t_start, 2),
-                           it_per_s=round(n_log / dt, 4))
-                new = not log_file.exists()
-                with open(log_file, "a", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(row))
-                    if new: w.writeheader()
-                    w.writerow(row)
-                rows, t_log, n_log = [], time.perf_counter(), 0
-            if step % tc.save_every == 0 or step == stop or stop_now:
-                last_ckpt = save()
+                if st.step % tc.log_every == 0 or st.step == stop: bar.set_postfix(loss=f"{np.mean(st.losses[-tc.log_every:]):.4f}")
+            if (st.step % tc.log_every == 0 or st.step == stop or stop_now) and is_main:
+                _log_row(run / "log.csv", st.rows, st.step, time.perf_counter() - t_start, n_log / (time.perf_counter() - t_log))
+                st.rows, t_log, n_log = [], time.perf_counter(), 0
+            if st.step % tc.save_every == 0 or st.step == stop or stop_now:
+                st.last_ckpt = save()
             if stop_now:
                 interrupted = True
-                if is_main: print(f"\nInterrupted: saved {last_ckpt}; continue with --resume.")
+                if is_main: print(f"\nInterrupted: saved {st.last_ckpt}; continue with --resume.")
                 break
     if bar is not None: bar.close()
-    return TrainResult(run, step, last_ckpt, losses, interrupted, time.perf_counter() - t_start)
+    return TrainResult(run, st.step, st.last_ckpt, st.losses, interrupted, time.perf_counter() - t_start)
 
 # %% ../nbs/09_train.ipynb #311e29a2
 def make_dataset(out: str | Path, # the folder to create (must not exist, or be empty)
