@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import (InputError, clear_interrupt, request_interrupt, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
-                       count_frames, default, flow_to_rgb, get_device, load_image, read_video, write_video)
+                       count_frames, default, displacement_to_rgb, get_device, load_image, read_video, write_video)
 from .data import ACTIONS, sample_frame_indices
 from .diffusion import state_to_flows
 from .lfdm import MAX_GUIDANCE, bundled_checkpoint, load_lfae, load_lfdm
@@ -37,7 +37,7 @@ def flow_panel(clip: dict, # video (3 F H W), flow (F h w 2) and occlusion (F 1 
     n = flow.shape[0]
     disp = flow - coordinate_grid(H, W)
     scale = float(disp.norm(dim=-1).max().clamp(min=1e-6))
-    colours = torch.stack([flow_to_rgb(disp[i], max_norm=scale) for i in range(n)], 1)
+    colours = torch.stack([displacement_to_rgb(disp[i], max_norm=scale) for i in range(n)], 1)
     parts = [v, colours, occ.transpose(0, 1).expand(3, -1, -1, -1)]
     if beside is not None:
         check_shape(beside, "c f h w", "the clip shown beside", c=3)

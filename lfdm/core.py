@@ -27,9 +27,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RANGE_TOLERANCE', 'PIPELINE', 'InputError', 'exists',
            'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image',
            'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps',
-           'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'flow_to_rgb',
-           'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'pipeline_diagram',
-           'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
+           'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid',
+           'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video',
+           'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt',
+           'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -480,7 +481,7 @@ def coordinate_grid(height: int, # rows
     return torch.stack([gx, gy], dim=-1)
 
 # %% ../nbs/00_core.ipynb #38922ed0
-def flow_to_rgb(flow: torch.Tensor, # displacement `h w 2` (x, y), any unit
+def displacement_to_rgb(flow: torch.Tensor, # displacement `h w 2` (x, y), any unit
                 max_norm: float | None = None, # displacement drawn fully saturated; None: the field's largest
                ) -> torch.Tensor:
     "Colour-code a 2-D displacement field: hue = direction, saturation = length. Returns `3 h w` in [0, 1]."
@@ -497,9 +498,9 @@ def flow_to_rgb(flow: torch.Tensor, # displacement `h w 2` (x, y), any unit
 
 def color_wheel(size: int = 64, # side of the legend image
                ) -> torch.Tensor:
-    "The legend of `flow_to_rgb`: a disc of unit displacements, `3 size size`, white outside the disc."
+    "The legend of `displacement_to_rgb`: a disc of unit displacements, `3 size size`, white outside the disc."
     g = coordinate_grid(size, size)
-    rgb = flow_to_rgb(g, max_norm=1.0)
+    rgb = displacement_to_rgb(g, max_norm=1.0)
     return torch.where((g.norm(dim=-1) <= 1)[None], rgb, torch.ones_like(rgb))
 
 # %% ../nbs/00_core.ipynb #dbabcc07
@@ -524,7 +525,7 @@ def show_flow(flow: torch.Tensor, # displacement `h w 2` (x, y)
               legend: bool = True, # draw the colour wheel in a corner inset
              ):
     "Show a displacement field as colour with the colour-wheel legend. Returns the axis."
-    ax = show_image(flow_to_rgb(flow, max_norm), ax=ax, title=title)
+    ax = show_image(displacement_to_rgb(flow, max_norm), ax=ax, title=title)
     if legend:
         inset = ax.inset_axes([0.72, 0.72, 0.27, 0.27])
         inset.imshow(_img(color_wheel(48))); inset.set_xticks([]); inset.set_yticks([])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import InputError, check_shape, coordinate_grid, _as_size
-from .core import flow_to_rgb as _displacement_to_rgb
+from .core import displacement_to_rgb
 
 # %% auto #0
 __all__ = ['identity_grid', 'warp', 'flow_to_displacement', 'displacement_to_flow', 'pixels_to_flow', 'flow_to_pixels',
@@ -106,7 +106,7 @@ def flow_to_rgb(flow: torch.Tensor, # absolute sampling grid `b h w 2` or `h w 2
     Returns `b 3 h w` (or `3 h w` for an `h w 2` input) in [0, 1], on the CPU."""
     if hasattr(flow, "ndim") and flow.ndim == 3: return flow_to_rgb(flow[None], max_norm)[0]
     displacement_px = flow_to_pixels(flow)
-    return torch.stack([_displacement_to_rgb(d, max_norm) for d in displacement_px])
+    return torch.stack([displacement_to_rgb(d, max_norm) for d in displacement_px])
 
 # %% ../nbs/02_warp.ipynb #84c4b18e
 def affine_theta(angle: float = 0.0, # rotation of the content, degrees, counter-clockwise on screen
