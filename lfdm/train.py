@@ -31,8 +31,8 @@ import torch.nn as nn
 import yaml
 
 from .core import InputError, atomic_write, default, exists, get_device, write_video
-from .data import (ACTIONS, LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, ClipDataset, FramePairDataset, ProceduralActions,
-                       VideoFolder)
+from .data import ACTIONS, ClipDataset, FramePairDataset, ProceduralActions
+from .folders import LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, VideoFolder
 from .lfae import LFAE, LFAEConfig, LFAETrainer
 from .lfdm import (LFDM, LFDMConfig, EncodedClips, _cpu_state, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
                    load_lfae, save_checkpoint)

@@ -26,7 +26,8 @@ from PIL import Image
 from lfdm.cli import _parser, main
 from lfdm.core import (ImageResizedWarning, InputError, check_shape, count_frames, list_frames, load_image, read_video,
                        write_video)
-from lfdm.data import ProceduralActions, VideoFolder
+from lfdm.data import ProceduralActions
+from lfdm.folders import VideoFolder
 from lfdm.lfae import LFAE, LFAEConfig
 from lfdm.lfdm import bundled_checkpoint, load_checkpoint, load_lfae, load_lfdm, save_checkpoint, save_lfae
 from lfdm.train import apply_overrides, config_from_yaml, preset, train
