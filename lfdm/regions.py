@@ -18,8 +18,8 @@ from .core import InputError, check_shape, coordinate_grid, show_image
 # %% auto #0
 __all__ = ['GRIDS', 'SameBlock2d', 'DownBlock2d', 'UpBlock2d', 'Encoder', 'Decoder', 'Hourglass', 'AntiAliasInterpolation2d',
            'spatial_softmax', 'affine_from_covariance', 'region_grid', 'region_params_from_heatmap', 'region_colors',
-           'heatmap_overlay', 'draw_regions', 'show_regions', 'part_heatmaps', 'RegionPredictor',
-           'BackgroundMotionPredictor']
+           'heatmap_overlay', 'draw_regions', 'show_regions', 'part_heatmaps', 'plot_region_axes', 'region_explorer',
+           'RegionPredictor', 'BackgroundMotionPredictor']
 
 # %% ../nbs/03_regions.ipynb #1eb786a4
 class SameBlock2d(nn.Module):
@@ -261,6 +261,56 @@ def part_heatmaps(parts: torch.Tensor, # `... H W` integer part ids (-1 = backgr
     empty = onehot.sum((-2, -1), keepdim=True) == 0
     onehot = torch.where(empty, torch.ones_like(onehot), onehot)
     return onehot / onehot.sum((-2, -1), keepdim=True)
+
+# %% ../nbs/03_regions.ipynb #1dceeb02
+def _synthetic_logits(angle: float, size: int = 32, long: float = 0.45, short: float = 0.15) -> torch.Tensor:
+    "Logits `1 1 size size` of an elongated Gaussian bump (std `long` x `short`) turned by `angle` degrees, at the centre."
+    phi = math.radians(angle)
+    R = torch.tensor([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+    P = torch.linalg.inv(R @ torch.diag(torch.tensor([long ** 2, short ** 2])) @ R.T)
+    z = coordinate_grid(size, size)
+    return (-0.5 * torch.einsum("hwi,ij,hwj->hw", z, P, z))[None, None]
+
+def plot_region_axes(angle: float = 30.0, # orientation of the region's long axis, degrees from +x (clockwise on screen, since y points down)
+                     temperature: float = 0.1, # tau of the spatial softmax
+                    ):
+    "The synthetic region's heatmap with its ellipse, and its PCA axes before and after lfdm's sign rule. Returns the figure."
+    heat = spatial_softmax(_synthetic_logits(angle), temperature)
+    p = region_params_from_heatmap(heat)
+    U_raw = torch.linalg.svd(p["covar"][0, 0].double())[0].float()
+    A = p["affine"][0, 0]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.3))
+    ax = show_image(heat[0, 0] / heat.max(), ax=axes[0], title=f"heatmap, τ = {temperature:g}", extent=(-1, 1, 1, -1))
+    draw_regions(ax, p["shift"][0], p["covar"][0], labels=False)
+    ax = axes[1]
+    for j, (col, name) in enumerate(((U_raw, "svd"), (A / A.norm(dim=0), "lfdm"))):
+        for c, style in ((0, "-"), (1, "--")):
+            v = col[:, c]
+            ax.annotate("", xy=(float(v[0]), float(v[1])), xytext=(0, 0),
+                        arrowprops=dict(arrowstyle="->", lw=2.5 if j else 1, ls=style, color=("k", f"C{c}")[j], alpha=0.5 if j == 0 else 1))
+    first = math.degrees(math.atan2(float(A[1, 0]), float(A[0, 0])))
+    ax.set(xlim=(-1.2, 1.2), ylim=(1.2, -1.2), aspect="equal", title=f"axes: svd (black), lfdm (colour)\nlfdm's first axis at {first:.0f}°")
+    ax.axhline(0, color="0.85", lw=0.5); ax.axvline(0, color="0.85", lw=0.5)
+    fig.suptitle(f"a region turned by {angle:g}°", fontsize=10); fig.tight_layout()
+    return fig
+
+def region_explorer():
+    "Sliders for the angle and the temperature → `plot_region_axes`. Returns an ipywidgets `VBox` with `.sliders` (a dict) and `.image`."
+    import io
+    import ipywidgets as widgets
+    sliders = dict(angle=widgets.FloatSlider(value=80, min=0, max=180, step=2, description="angle °", continuous_update=False),
+                   temperature=widgets.FloatLogSlider(value=0.1, base=10, min=-2, max=0.5, step=0.1, description="τ",
+                                                      continuous_update=False))
+    image = widgets.Image(format="png")
+    def show(change=None):
+        fig = plot_region_axes(**{k: s.value for k, s in sliders.items()})
+        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
+        image.value = buf.getvalue()
+    for s in sliders.values(): s.observe(show, names="value")
+    show()
+    box = widgets.VBox([widgets.HBox(list(sliders.values())), image])
+    box.sliders, box.image = sliders, image
+    return box
 
 # %% ../nbs/03_regions.ipynb #122b3e56
 class RegionPredictor(nn.Module):
