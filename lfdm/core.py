@@ -28,9 +28,9 @@ __all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RAN
            'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image',
            'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps',
            'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid',
-           'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video',
-           'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt',
-           'clear_interrupt']
+           'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png',
+           'explorer', 'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt',
+           'check_interrupt', 'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -566,6 +566,26 @@ def show_video(video: torch.Tensor, # `c f h w` (c = 1 or 3)
     f = video.shape[1]
     idx = list(range(f)) if n is None or n >= f else np.linspace(0, f - 1, n).round().astype(int).tolist()
     return show_grid([video[:, i] for i in idx], [f"frame {i}" for i in idx], size=size, suptitle=title)
+
+# %% ../nbs/00_core.ipynb #dff65ff7
+def figure_png(fig, dpi: int = 80) -> bytes:
+    "A matplotlib figure as PNG bytes; the figure is closed."
+    import io
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); plt.close(fig)
+    return buf.getvalue()
+
+def explorer(draw, # `draw(**values) -> matplotlib Figure`, one keyword per slider
+             sliders: dict, # name -> an ipywidgets slider (its value is passed to `draw` under that name)
+            ):
+    "Sliders above the PNG of `draw(**values)`, redrawn when a slider moves. Returns a `VBox` with `.sliders` (the dict) and `.image`."
+    import ipywidgets as widgets
+    image = widgets.Image(format="png")
+    def show(change=None): image.value = figure_png(draw(**{k: s.value for k, s in sliders.items()}))
+    for s in sliders.values(): s.observe(show, names="value")
+    show()
+    box = widgets.VBox([widgets.HBox(list(sliders.values())), image])
+    box.sliders, box.image = sliders, image
+    return box
 
 # %% ../nbs/00_core.ipynb #19e255c5
 PIPELINE = {   # part -> boxes (what it computes, "notebook · function"); the functions are checked by a test below

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.patches import Ellipse
 
-from .core import InputError, check_shape, coordinate_grid, show_image
+from .core import InputError, check_shape, coordinate_grid, explorer, show_image
 
 # %% auto #0
 __all__ = ['GRIDS', 'SameBlock2d', 'DownBlock2d', 'UpBlock2d', 'Encoder', 'Decoder', 'Hourglass', 'AntiAliasInterpolation2d',
@@ -296,21 +296,11 @@ def plot_region_axes(angle: float = 30.0, # orientation of the region's long axi
 
 def region_explorer():
     "Sliders for the angle and the temperature → `plot_region_axes`. Returns an ipywidgets `VBox` with `.sliders` (a dict) and `.image`."
-    import io
     import ipywidgets as widgets
     sliders = dict(angle=widgets.FloatSlider(value=80, min=0, max=180, step=2, description="angle °", continuous_update=False),
                    temperature=widgets.FloatLogSlider(value=0.1, base=10, min=-2, max=0.5, step=0.1, description="τ",
                                                       continuous_update=False))
-    image = widgets.Image(format="png")
-    def show(change=None):
-        fig = plot_region_axes(**{k: s.value for k, s in sliders.items()})
-        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
-        image.value = buf.getvalue()
-    for s in sliders.values(): s.observe(show, names="value")
-    show()
-    box = widgets.VBox([widgets.HBox(list(sliders.values())), image])
-    box.sliders, box.image = sliders, image
-    return box
+    return explorer(plot_region_axes, sliders)
 
 # %% ../nbs/03_regions.ipynb #122b3e56
 class RegionPredictor(nn.Module):

@@ -144,23 +144,13 @@ def plot_affine(image: torch.Tensor, # `3 H W` picture in [0, 1]
 def affine_explorer(image: torch.Tensor, # `3 H W` picture in [0, 1]
                    ):
     "Sliders for angle, zoom and shift → `plot_affine`. Returns an ipywidgets `VBox` with `.sliders` (a dict) and `.image`."
-    import io
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+    from lfdm.core import explorer
     size = image.shape[-1]
     sliders = dict(angle=widgets.FloatSlider(value=30, min=-180, max=180, step=5, description="angle °", continuous_update=False),
                    zoom=widgets.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.1, description="zoom", continuous_update=False),
                    shift_px=widgets.FloatSlider(value=0, min=-size / 4, max=size / 4, step=1, description="shift px", continuous_update=False))
-    picture = widgets.Image(format="png")
-    def show(change=None):
-        fig = plot_affine(image, **{k: s.value for k, s in sliders.items()})
-        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
-        picture.value = buf.getvalue()
-    for s in sliders.values(): s.observe(show, names="value")
-    show()
-    box = widgets.VBox([widgets.HBox(list(sliders.values())), picture])
-    box.sliders, box.image = sliders, picture
-    return box
+    return explorer(lambda **values: plot_affine(image, **values), sliders)
 
 # %% ../nbs/02_warp.ipynb #9a806f32
 def resize_flow(flow: torch.Tensor, # absolute sampling grid `b h w 2` (x, y), normalised
