@@ -359,7 +359,9 @@ def transfer_motion(lfae, # a trained `LFAE` (05_lfae), in eval mode
                            affine=affine, covar=affine @ affine.transpose(-1, -2))
         background = lfae.bg_predictor(frames[:1].expand_as(frames), frames)       # background motion between driving frames
     motion = lfae.generator.pixelwise_flow_predictor(src, drv_regions, src_regions, background)
-    return lfae.decode(lfae.encode(src), motion["flow"], motion["occlusion"]).clamp(0, 1).transpose(0, 1)
+    encoded = lfae.encode(still[None])                                             # once; the same features for every frame
+    encoded = type(encoded)(encoded.image.expand(len(frames), -1, -1, -1), [x.expand(len(frames), -1, -1, -1) for x in encoded.features])
+    return lfae.decode(encoded, motion["flow"], motion["occlusion"]).clamp(0, 1).transpose(0, 1)
 
 def animate(image: str | Path, # the still: any image file (resized to the LFAE's size, padded to a square)
             driving: str | Path, # the driving video (GIF, MP4, a folder of frames)
