@@ -576,11 +576,12 @@ def figure_png(fig, dpi: int = 80) -> bytes:
 
 def explorer(draw, # `draw(**values) -> matplotlib Figure`, one keyword per slider
              sliders: dict, # name -> an ipywidgets slider (its value is passed to `draw` under that name)
+             dpi: int = 80, # resolution of the drawn PNG
             ):
     "Sliders above the PNG of `draw(**values)`, redrawn when a slider moves. Returns a `VBox` with `.sliders` (the dict) and `.image`."
     import ipywidgets as widgets
     image = widgets.Image(format="png")
-    def show(change=None): image.value = figure_png(draw(**{k: s.value for k, s in sliders.items()}))
+    def show(change=None): image.value = figure_png(draw(**{k: s.value for k, s in sliders.items()}), dpi)
     for s in sliders.values(): s.observe(show, names="value")
     show()
     box = widgets.VBox([widgets.HBox(list(sliders.values())), image])

@@ -5,7 +5,6 @@
 # %% ../nbs/06_diffusion.ipynb #23fe417d
 from __future__ import annotations
 
-import io
 import math
 from typing import Callable
 
@@ -14,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, check_interrupt, default, exists
+from .core import InputError, check_interrupt, default, exists, explorer
 from .warp import flow_to_pixels, flow_to_rgb, resize_flow, resize_occlusion, warp
 
 # %% auto #0
@@ -124,10 +123,6 @@ def _max_displacement_px(flow: torch.Tensor) -> float:
     "Largest displacement of `flow` (`... h w 2`) in pixels (at least 1e-3): a common colour scale."
     return max(float(flow_to_pixels(flow).norm(dim=-1).max()), 1e-3)
 
-def _figure_png(fig) -> bytes:
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80); plt.close(fig)
-    return buf.getvalue()
-
 def plot_noising(schedule: DiffusionSchedule,
                  state: torch.Tensor, # clean $s_0$ `3 f h w`
                  frame: torch.Tensor, # the source frame `3 H W` the flows point into
@@ -174,12 +169,8 @@ def noising_explorer(schedule: DiffusionSchedule,
     noise = torch.randn(state.shape, generator=torch.Generator().manual_seed(seed))
     slider = widgets.IntSlider(value=0, min=0, max=schedule.timesteps - 1, step=1, description="step t",
                                continuous_update=False, layout=widgets.Layout(width="600px"))
-    image = widgets.Image(format="png")
-    def show(change=None): image.value = _figure_png(plot_noising(schedule, state, frame, slider.value, noise, **kwargs))
-    slider.observe(show, names="value")
-    show()
-    box = widgets.VBox([slider, image])
-    box.slider, box.image = slider, image
+    box = explorer(lambda t: plot_noising(schedule, state, frame, t, noise, **kwargs), dict(t=slider))   # 00_core
+    box.slider = slider
     return box
 
 # %% ../nbs/06_diffusion.ipynb #6747a2da

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, _as_size, check_shape, default, exists, get_device, coordinate_grid
+from .core import InputError, _as_size, check_shape, default, exists, explorer, get_device, coordinate_grid
 from .warp import warp, resize_flow, resize_occlusion
 from .regions import (SameBlock2d, DownBlock2d, UpBlock2d, AntiAliasInterpolation2d, RegionPredictor,
                           BackgroundMotionPredictor)
@@ -551,19 +551,11 @@ def lfae_explorer(model: "LFAE", # a trained LFAE
                   index: int = 0, # which clip
                  ):
     "An ipywidgets slider over the driving frame of clip `index`, showing `plot_lfae_inside`. Returns a `VBox` with `.slider`, `.image`."
-    import io
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
     n = source.length(index)
     slider = widgets.IntSlider(value=n // 3, min=0, max=n - 1, description="driving frame", continuous_update=False,
                                layout=widgets.Layout(width="500px"))
-    image = widgets.Image(format="png")
-    def show(change=None):
-        fig = plot_lfae_inside(model, source.read(index, [0, slider.value]), f"clip {index}, driving frame {slider.value}")
-        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=70); plt.close(fig)
-        image.value = buf.getvalue()
-    slider.observe(show, names="value")
-    show()
-    box = widgets.VBox([slider, image])
-    box.slider, box.image = slider, image
+    draw = lambda driving: plot_lfae_inside(model, source.read(index, [0, driving]), f"clip {index}, driving frame {driving}")
+    box = explorer(draw, dict(driving=slider), dpi=70)                          # 00_core: the slider mechanism of every notebook
+    box.slider = slider
     return box

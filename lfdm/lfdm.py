@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 import lfdm
-from .core import InputError, atomic_write, check_int, check_number, check_shape, default, exists
+from .core import InputError, atomic_write, check_int, check_number, check_shape, default, exists, explorer
 from .data import ACTIONS
 from .diffusion import Diffusion, flows_to_state, guided_denoiser, state_to_flows
 from .lfae import LFAE, LFAEConfig
@@ -575,7 +575,6 @@ def denoising_explorer(model: LFDM, # a trained LFDM
                       ):
     "ipywidgets: a class dropdown and a slider over the denoising steps showing $\\hat s_0$ and its decoded frames. `.slider`, `.classes`, `.image`."
     import ipywidgets as widgets
-    from lfdm.diffusion import _figure_png
     f = model.config.num_frames
     frames = list(default(frames, np.linspace(0, f - 1, 4).round().astype(int).tolist()))
     encoded = model.lfae.encode(model.lfae.check_images(image[None], "image"))
@@ -590,14 +589,12 @@ def denoising_explorer(model: LFDM, # a trained LFDM
     slider = widgets.IntSlider(value=steps - 1, min=0, max=steps - 1, description="step", continuous_update=False,
                                layout=widgets.Layout(width="500px"))
     dropdown = widgets.Dropdown(options=list(model.classes), value=model.classes[0], description="class")
-    out = widgets.Image(format="png")
-    def show(change=None):
-        t, s0 = trajectory(dropdown.value)[slider.value]
-        with torch.no_grad(): out.value = _figure_png(_denoising_figure(model, encoded, s0, slider.value, steps, t, dropdown.value, frames))
-    slider.observe(show, names="value"); dropdown.observe(show, names="value")
-    show()
-    box = widgets.VBox([widgets.HBox([dropdown, slider]), out])
-    box.slider, box.classes, box.image = slider, dropdown, out
+    @torch.no_grad()
+    def draw(cls, step):
+        t, s0 = trajectory(cls)[step]
+        return _denoising_figure(model, encoded, s0, step, steps, t, cls, frames)
+    box = explorer(draw, dict(cls=dropdown, step=slider))                       # 00_core: the slider mechanism of every notebook
+    box.slider, box.classes = slider, dropdown
     return box
 
 # %% ../nbs/08_lfdm.ipynb #1453d225
@@ -610,7 +607,6 @@ def guidance_explorer(model: LFDM, # a trained LFDM
                      ):
     "ipywidgets: a slider over guidance scales showing the generated frames and flows for each. Returns a `VBox` with `.slider`, `.image`."
     import ipywidgets as widgets
-    from lfdm.diffusion import _figure_png
     frames = list(default(frames, np.linspace(0, model.config.num_frames - 1, 5).round().astype(int).tolist()))
     videos = {}
     def figure(w):
@@ -626,12 +622,8 @@ def guidance_explorer(model: LFDM, # a trained LFDM
         return fig
     slider = widgets.SelectionSlider(options=[float(w) for w in scales], value=1.0 if 1.0 in scales else float(scales[0]),
                                      description="guidance w", continuous_update=False, layout=widgets.Layout(width="400px"))
-    picture = widgets.Image(format="png")
-    def show(change=None): picture.value = _figure_png(figure(slider.value))
-    slider.observe(show, names="value")
-    show()
-    box = widgets.VBox([slider, picture])
-    box.slider, box.image = slider, picture
+    box = explorer(figure, dict(w=slider))                                      # 00_core
+    box.slider = slider
     return box
 
 # %% ../nbs/08_lfdm.ipynb #a4667ee7
