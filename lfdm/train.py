@@ -46,7 +46,7 @@ __all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_co
            'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
            'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
            'LFAEStage', 'DMStage', 'make_source', 'cpu_supports_bf16', 'resolve_amp', 'use_channels_last',
-           'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
+           'to_channels_last', 'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
 
 # %% ../nbs/09_train.ipynb #1dc97d09
 @dataclass
@@ -582,6 +582,12 @@ def use_channels_last(choice: str, # the config's `channels_last`: 'auto', 'on' 
     "Whether a run keeps its 4-D weights in `torch.channels_last` layout: 'auto' does for the LFAE stages (measured faster), not the DM."
     return choice == "on" or (choice == "auto" and stage != "dm")
 
+def to_channels_last(module: nn.Module) -> nn.Module:
+    "Store `module`'s 4-D weights (2-D convolutions) channels-last, in place; 5-D ones (the DM's 3-D convolutions) and the rest stay as they are."
+    for p in module.parameters():
+        if p.ndim == 4: p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return module
+
 # %% ../nbs/09_train.ipynb #64a31335
 @dataclass
 class TrainResult:
@@ -989,7 +995,7 @@ def _train(stage, config, tc, run, ckpt_in, ckpt_path, lfae, progress, stop_afte
         lfae_part = lfae_ck if lfae_ck["kind"] == "lfae" else lfae_ck["lfae"]
     else: lfae_part = ckpt_in.get("lfae") if ckpt_in is not None else None
     net = module.trainable()
-    if use_channels_last(tc.channels_last, stage): net.to(memory_format=torch.channels_last)   # 4-D weights only; loads copy into it
+    if use_channels_last(tc.channels_last, stage): to_channels_last(net)      # loading weights (resume, --init) copies into this layout
     if init_from is not None:
         start = load_checkpoint(init_from, "lfdm" if stage == "dm" else "lfae")
         _load_state(net, start["train"]["model"] if "train" in start else start["state_dict"], init_from)
