@@ -32,6 +32,7 @@ def main(argv=None):
     ap.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (the slowest setting by far)")
     ap.add_argument("--batch-size", type=int, default=8, help="clips per sampling call (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test clips (default: %(default)s)")
     ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: $LFDM_DEVICE, else the best available)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default="outputs/bench_sampling", help="folder for sampling.json and sampling.png (default: %(default)s)")
@@ -59,12 +60,13 @@ def main(argv=None):
           f"{len(configs)} settings, {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}", flush=True)
     t0 = time.perf_counter()
-    rows = benchmark_sampling(model, configs, classifier, n_per_class=args.clips_per_class, seed=args.seed, batch_size=args.batch_size)
+    rows = benchmark_sampling(model, configs, classifier, n_per_class=args.clips_per_class, seed=args.seed, batch_size=args.batch_size,
+                              data_seed=args.data_seed)
     print()
     print(format_benchmark(rows))
     out = Path(args.out)
     meta = dict(checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha256(checkpoint), clips_per_setting=8 * args.clips_per_class,
-                seed=args.seed, batch_size=args.batch_size, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
+                seed=args.seed, data_seed=args.data_seed, batch_size=args.batch_size, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
                 machine=platform.processor() or platform.machine(), seconds=time.perf_counter() - t0)
     with atomic_write(out / "sampling.json") as tmp:
         tmp.write_text(json.dumps(jsonable(dict(meta=meta, rows=rows)), indent=1), encoding="utf-8")

@@ -17,9 +17,9 @@ from .core import InputError, check_interrupt, default, exists, explorer
 from .warp import flow_to_pixels, flow_to_rgb, resize_flow, resize_occlusion, warp
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'OBJECTIVES', 'beta_schedule', 'extract', 'DiffusionSchedule', 'q_sample', 'flows_to_state',
-           'state_to_flows', 'plot_noising', 'noising_explorer', 'dynamic_threshold', 'Diffusion', 'ddim_timesteps',
-           'gmm_eps', 'assign_to_means', 'guided_output', 'guided_denoiser']
+__all__ = ['SCHEDULES', 'OBJECTIVES', 'LOSS_WEIGHTINGS', 'beta_schedule', 'extract', 'DiffusionSchedule', 'q_sample',
+           'flows_to_state', 'state_to_flows', 'plot_noising', 'noising_explorer', 'dynamic_threshold', 'Diffusion',
+           'ddim_timesteps', 'gmm_eps', 'assign_to_means', 'guided_output', 'guided_denoiser']
 
 # %% ../nbs/06_diffusion.ipynb #b36ae892
 SCHEDULES = ("linear", "cosine")
@@ -175,6 +175,7 @@ def noising_explorer(schedule: DiffusionSchedule,
 
 # %% ../nbs/06_diffusion.ipynb #6747a2da
 OBJECTIVES = ("eps", "x0", "v")
+LOSS_WEIGHTINGS = (None, "min_snr")
 
 def dynamic_threshold(x0: torch.Tensor, # predicted clean data `b ...`
                       percentile: float = 0.9, # p: the quantile of |x0| per sample
@@ -193,15 +194,20 @@ class Diffusion(nn.Module):
                  objective: str = "eps", # what `denoise_fn` predicts: 'eps', 'x0' or 'v'
                  thresholding: str | None = "dynamic", # on the predicted x0 when sampling: 'dynamic', 'static' or None
                  threshold_percentile: float = 0.9, # p of dynamic thresholding
+                 loss_weighting: str | None = None, # None: plain MSE (the release); 'min_snr': min-SNR-γ weights (Hang et al. 2023)
+                 snr_gamma: float = 5.0, # γ of 'min_snr'
                 ):
         super().__init__()
         if objective not in OBJECTIVES: raise InputError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
         if thresholding not in ("dynamic", "static", None):
             raise InputError(f"thresholding must be 'dynamic', 'static' or None, got {thresholding!r}.")
+        if loss_weighting not in LOSS_WEIGHTINGS: raise InputError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}.")
+        if not (isinstance(snr_gamma, (int, float)) and snr_gamma > 0): raise InputError(f"snr_gamma must be positive, got {snr_gamma!r}.")
         self.denoise_fn = denoise_fn
         self.schedule = schedule if isinstance(schedule, DiffusionSchedule) else DiffusionSchedule(schedule, timesteps)
         self.num_timesteps = self.schedule.timesteps
         self.objective, self.thresholding, self.threshold_percentile = objective, thresholding, threshold_percentile
+        self.loss_weighting, self.snr_gamma = loss_weighting, float(snr_gamma)
 
     def _e(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor: return extract(getattr(self.schedule, name), t, x)
 
@@ -241,7 +247,17 @@ class Diffusion(nn.Module):
         noise = default(noise, lambda: torch.randn_like(x0))
         out = self.denoise_fn(self.q_sample(x0, t, noise), t, **cond)
         if out.shape != x0.shape: raise InputError(f"denoise_fn returned shape {tuple(out.shape)}, expected {tuple(x0.shape)}.")
-        return F.mse_loss(out, self.target(x0, noise, t))                   # L of (5): a mean, not a sum
+        if self.loss_weighting is None: return F.mse_loss(out, self.target(x0, noise, t))        # L of (5): a mean, not a sum
+        per_sample = (out.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)
+        return (self.loss_weights(t).to(per_sample) * per_sample).mean()                          # (5) with min-SNR-γ weights (5b)
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        "Per-sample loss weights `(b,)` at timesteps `t`: ones, or min(SNR, γ) over what this objective's MSE already weighs by (5b)."
+        if self.loss_weighting is None: return torch.ones(len(t), device=t.device)
+        abar = self.schedule.alphas_cumprod.to(t.device)[t]
+        snr = abar / (1 - abar)                                                                   # SNR(t)
+        scale = dict(eps=snr, v=snr + 1, x0=torch.ones_like(snr))[self.objective]
+        return snr.clamp(max=self.snr_gamma) / scale
 
 # %% ../nbs/06_diffusion.ipynb #02d64ce7
 def ddim_timesteps(timesteps: int, # T

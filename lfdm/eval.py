@@ -516,19 +516,27 @@ def generate_clips(model: LFDM, # the generator
                    sampler: str | None = None, # 'ddim' or 'ddpm' (default: the model's)
                    seed: int = 0, # one CPU generator for all batches: the same seed, batch size and settings give the same clips
                    batch_size: int = 8, # clips per sampling call
-                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    "Generate one clip per image: videos `n 3 f H W` (CPU, [0, 1]), states `n 3 f h w` and the seconds per video."
+                   own_first: bool = False, # also return the DM's own frame 0 `n 3 H W`, decoded from its un-anchored sample
+                  ) -> tuple:
+    "Generate one clip per image: videos `n 3 f H W` (CPU, [0, 1]), states `n 3 f h w`, the seconds per video (and `own_first`)."
     device = next(model.unet.parameters()).device
     sampler = default(sampler, model.config.sampler)
     g = torch.Generator().manual_seed(seed)
-    videos, states = [], []
+    videos, states, firsts = [], [], []
     t0 = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        v, s = model.sample(as_float_video(images[i:i + batch_size]).to(device), labels[i:i + batch_size].to(device),
-                            steps=steps if sampler == "ddim" else None, guidance=guidance, sampler=sampler, generator=g, return_states=True)
+        img = as_float_video(images[i:i + batch_size]).to(device)
+        v, s = model.sample(img, labels[i:i + batch_size].to(device), steps=steps if sampler == "ddim" else None, guidance=guidance,
+                            sampler=sampler, generator=g, return_states=True, anchor=False if own_first else None)
+        if own_first:
+            firsts.append(v[:, :, 0].clamp(0, 1).cpu())
+            if model.config.anchor_first_frame:                    # the same sample, anchored as `sample` does: only frame 0 changes
+                s = model.anchor_states(img, s)
+                v[:, :, :1] = model.decode_states(model.lfae.encode(img), s[:, :, :1])
         videos.append(v.clamp(0, 1).cpu()); states.append(s.cpu())
     if device.type == "cuda": torch.cuda.synchronize(device)
-    return torch.cat(videos), torch.cat(states), (time.perf_counter() - t0) / len(images)
+    out = torch.cat(videos), torch.cat(states), (time.perf_counter() - t0) / len(images)
+    return out + (torch.cat(firsts),) if own_first else out
 
 @torch.no_grad()
 def reconstruct_clips(model: LFDM, # provides the LFAE
@@ -683,7 +691,7 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     say(f"evaluating {name}: {n} clips ({n_per_class} per class), {sampler}" + (f" {steps} steps" if sampler == "ddim" else "")
         + f", guidance {default(guidance, model.config.guidance)}, on {device}")
     images = as_float_video(real["video"][:, :, 0])
-    videos, states, sec = generate_clips(model, images, real["label"], steps, guidance, sampler, seed, batch_size)
+    videos, states, sec, own_first = generate_clips(model, images, real["label"], steps, guidance, sampler, seed, batch_size, own_first=True)
     say(f"  generated in {sec * n:.0f} s ({sec:.2f} s per video)")
     reference["features"], _ = classify(clf, reference["video"])
     sets = dict(generated=(videos, states), real=(real["video"], None))
@@ -707,6 +715,10 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
         scores = _set_scores(reference, feats, logits, real["label"], real["appearance"], seed)
         if key in ("generated", "reconstructed"):
             scores["identity"] = {k: mean_std(x.tolist()) for k, x in identity_metrics(v, images, s).items()}
+        if key == "generated":                         # the DM's own frame 0 (anchoring off): frame 0 above is the LFAE's if anchored
+            scores["identity"].update(psnr_first_own=mean_std(psnr(own_first, images).tolist()),
+                                      ssim_first_own=mean_std(ssim(own_first, images).tolist()))
+            scores["anchored"] = bool(model.config.anchor_first_frame)
         result[key] = scores
     if exists(i3d):
         t0 = time.perf_counter()
@@ -754,6 +766,12 @@ def format_metrics(result: dict) -> str:
             pc = result[key]["per_class"]
             lines.append(f"| {label}: accuracy | " + " | ".join(f"{a:.0%}" for a in pc["accuracy"]) + " |")
             lines.append(f"| {label}: FVD | " + " | ".join("–" if not (f is not None and math.isfinite(f)) else f"{f:.1f}" for f in pc["fvd"]) + " |")
+    own = result.get("generated", {}).get("identity", {})
+    if own.get("psnr_first_own"):
+        how = ("anchored: it is the LFAE's own decoding of (image, image), as in the reconstructions" if result["generated"].get("anchored")
+               else "not anchored: the DM's own")
+        lines += ["", f"Frame 0 of the generated clips in the table is {how}. The DM's own frame 0 (its sample, anchoring off): "
+                      f"PSNR {pm(own['psnr_first_own'], 1)} dB, SSIM {pm(own['ssim_first_own'], 3)} against the input image."]
     if result.get("stage1"): lines += ["", "## Stage one (LFAE)", "", format_stage1(result["stage1"])]
     if not result.get("i3d"): lines += ["", f"No I3D FVD: {I3D_HOW}, {I3D_INTERFACE}."]
     return "\n".join(lines)
@@ -814,16 +832,18 @@ def benchmark_sampling(model: LFDM, # the generator
                        seed: int = 0, # the same noise for every setting
                        batch_size: int = 8,
                        log: bool = True, # one line per setting
+                       data_seed: int = 0, # seed of the procedural test set (another seed: other held-out appearances and motions)
                       ) -> list[dict]:
     "Seconds per video and scores of every sampler setting; the first row is the real clips (the floor)."
     device = next(model.unet.parameters()).device
     clf = default(classifier, lambda: load_motion_classifier(None, device)).to(device).eval()
-    real, reference = evaluation_clips(n_per_class, model.lfae.config.image_size, model.config.num_frames, model.classes)
+    real, reference = evaluation_clips(n_per_class, model.lfae.config.image_size, model.config.num_frames, model.classes, data_seed)
     reference["features"], _ = classify(clf, reference["video"])
     images = as_float_video(real["video"][:, :, 0])
     def scores(videos):
         s = _set_scores(reference, *classify(clf, videos), real["label"], real["appearance"], seed)
-        return dict(classifier_fvd=s["classifier_fvd"], kid=s["kid"], kid_std=s["kid_std"], accuracy=s["accuracy"])
+        return dict(classifier_fvd=s["classifier_fvd"], kid=s["kid"], kid_std=s["kid_std"], accuracy=s["accuracy"],
+                    worst_class_accuracy=min(s["per_class"]["accuracy"]))
     rows = [dict(name="real held-out", sampler="real", steps=0, guidance=None, seconds_per_video=0.0, **scores(real["video"]))]
     for sampler, steps, w in configs:
         videos, _, sec = generate_clips(model, images, real["label"], steps, w, sampler, seed, batch_size)
@@ -836,9 +856,10 @@ def benchmark_sampling(model: LFDM, # the generator
 
 def format_benchmark(rows: list[dict]) -> str:
     "Markdown table of `benchmark_sampling` rows."
-    lines = ["| setting | s / video | classifier FVD ↓ | KID ↓ | accuracy ↑ |", "|---|---|---|---|---|"]
+    lines = ["| setting | s / video | classifier FVD ↓ | KID ↓ | accuracy ↑ | worst class ↑ |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['seconds_per_video']:.2f} | {r['classifier_fvd']:.2f} | {r['kid']:.4f} ± {r['kid_std']:.4f} | {r['accuracy']:.1%} |")
+        worst = f"{r['worst_class_accuracy']:.0%}" if "worst_class_accuracy" in r else "–"
+        lines.append(f"| {r['name']} | {r['seconds_per_video']:.2f} | {r['classifier_fvd']:.2f} | {r['kid']:.4f} ± {r['kid_std']:.4f} | {r['accuracy']:.1%} | {worst} |")
     return "\n".join(lines)
 
 def plot_benchmark(rows: list[dict], # from `benchmark_sampling`

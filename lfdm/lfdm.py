@@ -180,6 +180,8 @@ class LFDMConfig:
     schedule: str = "cosine"               # noise schedule (06_diffusion)
     objective: str = "eps"                 # what the U-Net predicts: 'eps' (the release), 'x0' or 'v'
     thresholding: str | None = "dynamic"   # on the predicted s_0 while sampling (the release: dynamic, p = 0.9)
+    loss_weighting: str | None = None      # training: None = plain MSE (the release), 'min_snr' = min-SNR-γ weights (06_diffusion)
+    snr_gamma: float = 5.0                 # γ of 'min_snr'
     null_cond_prob: float = 0.1            # training: share of samples whose class is replaced by the null class
     residual_flow: bool = False            # diffuse the displacement (grid - identity) instead of the absolute grid (the release: False)
     flow_scale: float = 1.0                # ... multiplied by this, so that motion is not drowned by unit noise (residual_flow only)
@@ -236,7 +238,8 @@ class LFDM(nn.Module):
             raise InputError(f"The U-Net expects {c.unet.cond_channels} feature channels but this LFAE's z = Phi(x) has {width}; "
                              f"set unet.cond_channels = {width}.")
         self.lfae = lfae.eval().requires_grad_(False)
-        self.diffusion = Diffusion(UNet3D(c.unet), c.schedule, c.timesteps, c.objective, c.thresholding)
+        self.diffusion = Diffusion(UNet3D(c.unet), c.schedule, c.timesteps, c.objective, c.thresholding,
+                                   loss_weighting=c.loss_weighting, snr_gamma=c.snr_gamma)
         self.checkpoint_path: Path | None = None       # set by `load_lfdm`: error messages name the file the weights came from
 
     @property
@@ -359,6 +362,17 @@ def _lfdm_decode_states(self, encoded, # `Encoded` source features of `b` images
 _attach(LFDM, _lfdm_denoiser)
 _attach(LFDM, _lfdm_decode_states, torch.no_grad())
 
+# %% ../nbs/08_lfdm.ipynb #7295d356
+def _lfdm_anchor_states(self, image: torch.Tensor, # `b 3 H W` the first frames the states start from
+                        states: torch.Tensor, # $s_0$ `b 3 f h w` (as the DM sampled them)
+                       ) -> torch.Tensor:
+    "`states` with frame 0 replaced by the LFAE's own flow and occlusion of (image, image): the motion from frame 0 to itself."
+    flow0, occ0 = self.lfae.flow(image, image)
+    return torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
+
+_attach(LFDM, _lfdm_anchor_states, torch.no_grad())
+
+
 # %% ../nbs/08_lfdm.ipynb #22de502f
 def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
                  classes=None, # class names or ids (one for all, or one per image)
@@ -371,6 +385,7 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
                  callback: Callable | None = None, # callback(i, t, x_t, s0_hat) at each step
                  class_embeddings: torch.Tensor | None = None, # 'embedding' mode: `b cond_dim` instead of classes
                  return_states: bool = False, # also return the generated $s_0$
+                 anchor: bool | None = None, # anchor frame 0 to the LFAE's own flow (default `config.anchor_first_frame`)
                 ):
     "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the LFAE reconstructs it: see `anchor_first_frame`)."
     c = self.config
@@ -398,9 +413,7 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
     report = None if callback is None else (lambda i, t, x, x0: callback(i, t, x, self.from_diffusion(x0)))
     states = self.from_diffusion(self.diffusion.sample(shape, self.denoiser(encoded.bottleneck, cond, guidance), sampler=sampler,
                                                        steps=steps, eta=eta, generator=generator, callback=report, device=image.device))
-    if c.anchor_first_frame:                  # the flow from frame 0 to itself is not a guess: take what the LFAE says for (image, image)
-        flow0, occ0 = self.lfae.flow(image, image)
-        states = torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
+    if default(anchor, c.anchor_first_frame): states = self.anchor_states(image, states)
     video = self.decode_states(encoded, states)
     if not (torch.isfinite(states).all() and torch.isfinite(video).all()):     # finite weights can still overflow
         source = f"the checkpoint {self.checkpoint_path}" if exists(self.checkpoint_path) else "this model"

@@ -9,6 +9,7 @@ import copy
 import csv
 import difflib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -45,8 +46,8 @@ except ImportError: fcntl = None          # elsewhere the recorded pid alone dec
 __all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
            'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
            'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
-           'LFAEStage', 'DMStage', 'make_source', 'cpu_supports_bf16', 'resolve_amp', 'to_channels_last', 'TrainResult',
-           'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
+           'LFAEStage', 'DMStage', 'make_source', 'weights_hash', 'cpu_supports_bf16', 'resolve_amp',
+           'to_channels_last', 'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
 
 # %% ../nbs/09_train.ipynb #1dc97d09
 @dataclass
@@ -81,6 +82,8 @@ class TrainConfig:
     seed: int = 0                        # batches, noise and initial weights
     max_clips: int | None = None         # train-dm: encode at most this many clips (None: all)
     cache_flows: bool = True             # train-dm: encode every clip once and train on the cache (False: encode each batch)
+    flows_cache: str | None = None       # train-dm: the cache file (None: RUN/flows.pt); runs that share one encode once per LFAE and data
+    compile: bool = False                # train-dm: torch.compile the U-Net (pays after minutes of compiling; falls back to eager if it fails)
     device: str | None = None            # 'cpu', 'cuda', 'cuda:1', ... (None: CUDA when there is one); torchrun sets the rank's GPU
 
     def __post_init__(self): _check_rules(TrainConfig, vars(self), "TrainConfig")
@@ -142,13 +145,14 @@ _RULES = {
                       grad_clip=_number(0, text="must be a finite number >= 0 (0: no clipping)"),
                       amp=_choice("auto", "none", "bf16", "fp16"),
                       channels_last=_choice(True, False), seed=_SEED, max_clips=_integer(1, none=True),
-                      cache_flows=_choice(True, False)),
+                      cache_flows=_choice(True, False), flows_cache=lambda v: None if v is None else _text(v), compile=_choice(True, False)),
     LFAEConfig: dict(compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"),
                      num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True, hi_open=False),
                      region_scale_factor=_number(0, 1, lo_open=True, hi_open=False, none=True), scales=_scales,
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
     LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
-                     null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number()),
+                     null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number(),
+                     objective=_choice("eps", "x0", "v"), loss_weighting=_choice(None, "min_snr"), snr_gamma=_number(0, lo_open=True)),
     UNet3DConfig: dict(compat=_choice("lfdm", "release"), dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
                        init_kernel_size=_integer(1)),
 }
@@ -545,6 +549,15 @@ def make_source(data: DataConfig, # where the clips are
         raise InputError(f"Cannot scan the dataset folder {root} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}); "
                          "fix or remove the file it names.") from None
 
+def weights_hash(module: nn.Module | dict) -> str:
+    "SHA-256 of a module's (or state dict's) names, dtypes, shapes and bytes: equal exactly when the weights are bit for bit equal."
+    h = hashlib.sha256()
+    for name, t in (module.state_dict() if isinstance(module, nn.Module) else module).items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
+        h.update(t.flatten().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 def _fingerprint(module: nn.Module) -> float:
     "A cheap number that changes when the weights change (to tell whether a flow cache was made by this LFAE)."
     with torch.no_grad(): return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(module.state_dict().values()) if p.is_floating_point()))
@@ -840,27 +853,42 @@ def _checked_source(stage: str, config: Config, tc: TrainConfig, progress: bool 
                              "remove it or use a longer clip.")
     return source
 
+def _source_key(source) -> dict:
+    "What identifies the clips of a source in a flow cache's key: the procedural settings are in the config; a folder's files by name, size and time."
+    if not isinstance(source, VideoFolder): return {}
+    h = hashlib.sha256()
+    for clip in source.clips:
+        st = Path(clip.path).stat()
+        h.update(f"{clip.path}|{st.st_size}|{st.st_mtime_ns};".encode())
+    return dict(files=h.hexdigest())
+
+def _flow_cache(stage_module, config: Config, tc: TrainConfig, run: Path, clips, source, is_main: bool, progress: bool) -> Path:
+    "The file of the encoded clips (`TrainConfig.flows_cache`, or RUN/flows.pt), encoded now unless it holds exactly these flows."
+    model = stage_module.model
+    cache_file = Path(tc.flows_cache).expanduser() if exists(tc.flows_cache) else run / "flows.pt"
+    key = _plain(dict(lfae=weights_hash(model.lfae), data=config_to_dict(config.data), clips=len(clips), frames=config.dm.num_frames,
+                      sampling=config.dm.sampling, **_source_key(source)))
+    if not is_main: return cache_file
+    try: ok = cache_file.is_file() and torch.load(cache_file, weights_only=True, mmap=True).get("key") == key
+    except Exception: ok = False                                              # truncated or foreign: encode again
+    if not ok:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache = encode_clips(model, clips, batch_size=16, progress=progress)
+        with atomic_write(cache_file) as tmp: torch.save(dict(cache, key=key), tmp)  # never a half-written cache, even when shared
+    return cache_file
+
 def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Path, world: int, is_main: bool, progress: bool, source):
     if stage in ("lfae", "decoder"):
         return FramePairDataset(source, max_gap=config.data.max_gap, seed=config.data.seed)
-    model = stage_module.model
     if config.dm.sampling == "very_random": clips = ReleaseClipDataset(source, num_frames=config.dm.num_frames, seed=config.data.seed)
     else: clips = ClipDataset(source, num_frames=config.dm.num_frames, sampling=config.dm.sampling, seed=config.data.seed)
     if exists(tc.max_clips) and tc.max_clips < len(clips): clips = torch.utils.data.Subset(clips, range(tc.max_clips))
     if not tc.cache_flows: return clips
-    cache_file, key = run / "flows.pt", dict(lfae=_fingerprint(model.lfae), data=config_to_dict(config.data), clips=len(clips),
-                                            frames=config.dm.num_frames, sampling=config.dm.sampling)
-    if is_main:
-        ok = False
-        if cache_file.exists():
-            try: ok = torch.load(cache_file, weights_only=True).get("key") == _plain(key)
-            except Exception: ok = False
-        if not ok:
-            cache = encode_clips(model, clips, batch_size=16, progress=progress)
-            with atomic_write(cache_file) as tmp: torch.save(dict(cache, key=_plain(key)), tmp)
+    cache_file = _flow_cache(stage_module, config, tc, run, clips, source, is_main, progress)
     if world > 1: dist.barrier()
     cache = torch.load(cache_file, weights_only=True)
     return EncodedClips({k: v for k, v in cache.items() if k != "key"})
+
 
 # %% ../nbs/09_train.ipynb #e2eff15b
 def _resume_checkpoint(stage: str, run: Path, resume) -> tuple[dict, Path]:
@@ -1108,6 +1136,26 @@ def _step_update(stage, run, total, params, opt, scaler, ema, net, tc, step) -> 
             for be, b in zip(ema.buffers(), net.buffers()): be.copy_(b)
     return gn
 
+# %% ../nbs/09_train.ipynb #5f955a41
+def _compile_unet(stage: str, module: nn.Module, enabled: bool, warn: bool) -> bool:
+    "Compile the DM's U-Net in place when `enabled` (train-dm only). Returns whether it is compiled."
+    if not enabled: return False
+    if stage != "dm":
+        if warn: warnings.warn("compile=True applies to train-dm only: torch's inductor fails in the LFAE's backward pass "
+                               "(replication_pad2d_backward); training uncompiled.")
+        return False
+    try: module.model.unet.compile()
+    except Exception as e:
+        if warn: warnings.warn(f"torch.compile is not available here ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); training uncompiled.")
+        return False
+    return True
+
+def _uncompile_unet(module: nn.Module, error: BaseException, warn: bool):
+    "Back to the eager U-Net after the compiled one failed (`nn.Module.compile` keeps the compiled call in `_compiled_call_impl`)."
+    module.model.unet._compiled_call_impl = None
+    if warn: warnings.warn(f"The compiled U-Net failed at its first step ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                           "training uncompiled from here (same step, same seeds).")
+
 # %% ../nbs/09_train.ipynb #105058d2
 def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfae_part, source, batches, progress, stop_after,
           device, rank, world, is_main, t_start) -> TrainResult:
@@ -1122,6 +1170,7 @@ def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfa
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     autocast = dict(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "none")
     module.train()
+    compiled = _compile_unet(stage, module, tc.compile, warn=is_main)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -1132,11 +1181,20 @@ def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfa
     with _Interrupt() as sigint:
         for batch in loader:
             seed = _step_seed(tc.seed, st.step)
-            torch.manual_seed(seed + rank)                                       # per-rank randomness inside the stage (TPS)
-            gen = torch.Generator().manual_seed(seed)                            # global-batch randomness (noise, t, dropout)
-            out, stop_now = _step_forward(stage, run, wrapped, net, batch, gen, part, batch_size, autocast, sigint, world, device, st.step)
+            def one_step():
+                torch.manual_seed(seed + rank)                                   # per-rank randomness inside the stage (TPS)
+                gen = torch.Generator().manual_seed(seed)                        # global-batch randomness (noise, t, dropout)
+                out, stop_now = _step_forward(stage, run, wrapped, net, batch, gen, part, batch_size, autocast, sigint, world, device, st.step)
+                return out, stop_now, _step_update(stage, run, out["total"], params, opt, scaler, ema, net, tc, st.step)
+            if compiled:                                                         # the first compiled step: fall back if the compiler fails
+                compiled = False
+                try: out, stop_now, gn = one_step()
+                except (InputError, FloatingPointError): raise              # ours: not the compiler's
+                except Exception as e:
+                    _uncompile_unet(module, e, warn=is_main)
+                    out, stop_now, gn = one_step()
+            else: out, stop_now, gn = one_step()
             total = out["total"]
-            gn = _step_update(stage, run, total, params, opt, scaler, ema, net, tc, st.step)
             st.step += 1
             st.losses.append(float(total.detach())); st.since_save.append(st.losses[-1]); n_log += 1
             st.rows.append({k: float(v.detach()) for k, v in out.items()} | dict(grad_norm=float(gn)))
