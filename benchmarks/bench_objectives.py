@@ -92,6 +92,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default: %(default)s)")
     ap.add_argument("--parallel", type=int, default=3, help="processes at once (default: %(default)s)")
     ap.add_argument("--run-root", type=Path, default=Path("runs/bench_objectives"), help="run folders (default: %(default)s)")
+    ap.add_argument("--steps-per-s", type=float, default=None,
+                    help="report training minutes as steps at this speed (every option costs the same per step) instead of the "
+                         "runs' own clocks, e.g. when the runs shared the CPU or were paused")
     ap.add_argument("--report-only", action="store_true", help="no training or scoring: the table and figure of what is already scored")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_objectives"), help="folder for the results (default: %(default)s)")
     args = ap.parse_args(argv)
@@ -132,7 +135,8 @@ def main(argv=None):
             g = m["generated"]
             r = next((json.loads(p.read_text())["reconstructed"] for p in args.run_root.glob("*/eval_step_*/metrics.json")
                       if "reconstructed" in json.loads(p.read_text())), dict(accuracy=float("nan"), classifier_fvd=float("nan")))
-            rows.append(dict(option=o, step=step, train_min=round(seconds.get(step, float("nan")) / 60, 1), loss=losses.get(step),
+            minutes = step / args.steps_per_s / 60 if args.steps_per_s else seconds.get(step, float("nan")) / 60
+            rows.append(dict(option=o, step=step, train_min=round(minutes, 1), loss=losses.get(step),
                              accuracy=g["accuracy"], fvd=g["classifier_fvd"], min_class=min(g["per_class"]["accuracy"]),
                              recon_accuracy=r["accuracy"], recon_fvd=r["classifier_fvd"], fvd_ratio=g["classifier_fvd"] / r["classifier_fvd"],
                              own_frame0_psnr=g["identity"].get("psnr_first_own", [None])[0], clips=m["settings"]["clips"]))
@@ -144,7 +148,8 @@ def main(argv=None):
     lines = [f"# benchmarks/bench_objectives.py: {', '.join(args.options)}; {args.steps} steps from scratch, seed {args.seed}, "
              f"{args.threads} thread(s) per run, {args.parallel} runs at once",
              f"# scored on {rows[0]['clips'] if rows else '?'} held-out clips (data seed {args.data_seed}), DDIM-{args.eval_steps}, "
-             f"guidance {args.guidance}; wall time = training only (the shared encoding excluded)", "",
+             f"guidance {args.guidance}; training minutes = " + (f"steps at {args.steps_per_s} steps/s" if args.steps_per_s else
+             "the runs' own clocks, training only (the shared encoding excluded)"), "",
              "| option | steps | training min | loss | generated accuracy | worst class | classifier FVD | FVD / reconstructions' | DM's own frame 0 (dB) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -167,7 +172,8 @@ def main(argv=None):
     if rows:
         for ax in axes[0]: ax.axhline(rows[0]["recon_accuracy"], color="gray", ls="--", lw=1, label="LFAE reconstructions")
         for ax in axes[1]: ax.axhline(rows[0]["recon_fvd"], color="gray", ls="--", lw=1, label="LFAE reconstructions")
-    axes[1, 0].set_xlabel("training steps"); axes[1, 1].set_xlabel(f"training minutes ({args.threads} thread(s), {args.parallel} runs at once)")
+    axes[1, 0].set_xlabel("training steps"); axes[1, 1].set_xlabel(f"training minutes (at {args.steps_per_s} steps/s)" if args.steps_per_s else
+                          f"training minutes ({args.threads} thread(s), {args.parallel} runs at once)")
     axes[1, 0].set_yscale("log"); axes[0, 0].legend(fontsize=8)
     fig.suptitle("Stage two from scratch: objective and loss weighting, equal runs")
     fig.tight_layout(); fig.savefig(args.out / "objectives.png", dpi=100)
