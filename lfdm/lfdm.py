@@ -27,9 +27,9 @@ from .warp import flow_to_rgb, identity_grid
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MAX_GUIDANCE', 'save_checkpoint', 'load_checkpoint',
-           'config_from_dict', 'LFDMConfig', 'LFDM', 'encode_clips', 'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm',
-           'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'guidance_explorer',
-           'motion_features', 'knn_classify']
+           'config_from_dict', 'LFDMConfig', 'LFDM', 'keep_in_frame', 'encode_clips', 'EncodedClips', 'fit_dm',
+           'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated',
+           'denoising_explorer', 'guidance_explorer', 'motion_features', 'knn_classify']
 
 # %% ../nbs/08_lfdm.ipynb #671c05cc
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
@@ -189,6 +189,7 @@ class LFDMConfig:
     sampling_steps: int = 50               # default DDIM steps
     guidance: float = 1.0                  # default classifier-free guidance scale w (1: plain conditional model)
     anchor_first_frame: bool = True        # sampling: frame 0's flow and occlusion are known (image -> itself): use the LFAE's, not the DM's
+    keep_flow_in_frame: bool = False       # sampling: clamp the generated grids inside the frame (`keep_in_frame`); off until re-evaluated
     lr: float = 2e-4
     betas: tuple = (0.9, 0.99)
     batch_size: int = 8
@@ -372,6 +373,14 @@ def _lfdm_anchor_states(self, image: torch.Tensor, # `b 3 H W` the first frames 
 
 _attach(LFDM, _lfdm_anchor_states, torch.no_grad())
 
+def keep_in_frame(states: torch.Tensor, # $s_0$ `b 3 f h w`
+                 ) -> torch.Tensor:
+    "`states` whose sampling grids read inside the frame: x and y clamped to the outermost pixel centres, ±(1 - 1/w) and ±(1 - 1/h)."
+    flows, occlusions = state_to_flows(states)                                      # b f h w 2, b f 1 h w
+    h, w = flows.shape[-3], flows.shape[-2]
+    lim = torch.tensor([1 - 1 / w, 1 - 1 / h], dtype=flows.dtype, device=flows.device)
+    return flows_to_state(torch.maximum(torch.minimum(flows, lim), -lim), occlusions).to(states)
+
 
 # %% ../nbs/08_lfdm.ipynb #22de502f
 def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
@@ -414,6 +423,7 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
     states = self.from_diffusion(self.diffusion.sample(shape, self.denoiser(encoded.bottleneck, cond, guidance), sampler=sampler,
                                                        steps=steps, eta=eta, generator=generator, callback=report, device=image.device))
     if default(anchor, c.anchor_first_frame): states = self.anchor_states(image, states)
+    if c.keep_flow_in_frame: states = keep_in_frame(states)
     video = self.decode_states(encoded, states)
     if not (torch.isfinite(states).all() and torch.isfinite(video).all()):     # finite weights can still overflow
         source = f"the checkpoint {self.checkpoint_path}" if exists(self.checkpoint_path) else "this model"

@@ -152,7 +152,8 @@ _RULES = {
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
     LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
                      null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number(),
-                     objective=_choice("eps", "x0", "v"), loss_weighting=_choice(None, "min_snr"), snr_gamma=_number(0, lo_open=True)),
+                     objective=_choice("eps", "x0", "v"), loss_weighting=_choice(None, "min_snr"), snr_gamma=_number(0, lo_open=True),
+                     keep_flow_in_frame=_choice(True, False), anchor_first_frame=_choice(True, False)),
     UNet3DConfig: dict(compat=_choice("lfdm", "release"), dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
                        init_kernel_size=_integer(1)),
 }
