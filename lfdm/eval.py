@@ -25,7 +25,7 @@ from .core import InputError, atomic_write, check_shape, default, exists, get_de
 from .data import ACTIONS, ProceduralActions, sample_frame_indices
 from .diffusion import state_to_flows
 from .lfae import LFAE, evaluate_lfae, format_evaluation, psnr, ssim
-from .lfdm import LFDM, bundled_checkpoint, config_from_dict, load_checkpoint, load_lfdm, save_checkpoint
+from .lfdm import LFDM, bundled_checkpoint, config_from_dict, keep_in_frame, load_checkpoint, load_lfdm, save_checkpoint
 from .warp import resize_flow, resize_occlusion, warp
 
 # %% auto #0
@@ -530,8 +530,9 @@ def generate_clips(model: LFDM, # the generator
                             sampler=sampler, generator=g, return_states=True, anchor=False if own_first else None)
         if own_first:
             firsts.append(v[:, :, 0].clamp(0, 1).cpu())
-            if model.config.anchor_first_frame:                    # the same sample, anchored as `sample` does: only frame 0 changes
+            if model.config.anchor_first_frame:                    # the same sample, finished as `sample` does: only frame 0 changes
                 s = model.anchor_states(img, s)
+                if model.config.keep_flow_in_frame: s = keep_in_frame(s)
                 v[:, :, :1] = model.decode_states(model.lfae.encode(img), s[:, :, :1])
         videos.append(v.clamp(0, 1).cpu()); states.append(s.cpu())
     if device.type == "cuda": torch.cuda.synchronize(device)
