@@ -246,7 +246,7 @@ def _train_command(args) -> int:
                        progress=not args.no_progress, init=getattr(args, "init", None), overrides=overrides, overwrite=args.overwrite)
     except FloatingPointError as e:
         print(f"lfdm {args.command}: stopped: {e}", file=sys.stderr); return 1
-    if result.interrupted: return 130
+    if result.interrupted: return 128 + int(result.signal or signal.SIGINT)   # the shell's convention: 130 SIGINT, 143 SIGTERM, 129 SIGHUP
     print(f"{args.command}: {result.step} steps; checkpoint {result.checkpoint}")
     return 0
 

@@ -43,7 +43,7 @@ try: import fcntl                         # POSIX: the kernel's lock on RUN/.loc
 except ImportError: fcntl = None          # elsewhere the recorded pid alone decides
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
+__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'STOP_SIGNALS', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
            'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
            'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
            'LFAEStage', 'DMStage', 'make_source', 'weights_hash', 'cpu_supports_bf16', 'resolve_amp',
@@ -604,8 +604,9 @@ class TrainResult:
     step: int                      # steps done in all
     checkpoint: Path | None        # the last checkpoint written
     losses: list[float]            # the total loss of every step of this call
-    interrupted: bool = False      # stopped by SIGINT (a checkpoint was saved)
+    interrupted: bool = False      # stopped by SIGINT, SIGTERM or SIGHUP (a checkpoint was saved)
     seconds: float = 0.0
+    signal: int | None = None      # which signal stopped it (`signal.Signals(result.signal).name`)
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
@@ -635,16 +636,23 @@ def _dist_info() -> tuple[int, int, int]:
     "(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))   # SIGHUP: not on Windows
+
+def _signal_name(signum: int | None) -> str:
+    return "" if signum is None else f" by {signal.Signals(signum).name}"
+
 class _Interrupt:
-    "Turns SIGINT into a flag the loop checks after each step (installed only in the main thread)."
-    def __init__(self): self.flag, self.old = False, None
+    """Turns SIGINT (Ctrl-C), SIGTERM (`docker stop`, Slurm's time limit, `kill`) and SIGHUP (a closed terminal) into a flag the loop
+    checks after each step, so each of them saves a checkpoint before the run stops. Installed only in the main thread."""
+    def __init__(self): self.flag, self.signum, self.old = False, None, {}
     def __enter__(self):
-        try: self.old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError: self.old = None                                     # not the main thread: leave SIGINT alone
+        for s in STOP_SIGNALS:
+            try: self.old[s] = signal.signal(s, self._handle)
+            except ValueError: break                                           # not the main thread: leave the signals alone
         return self
-    def _handle(self, signum, frame): self.flag = True
+    def _handle(self, signum, frame): self.flag, self.signum = True, signum
     def __exit__(self, *exc):
-        if self.old is not None: signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items(): signal.signal(s, old)
 
 # %% ../nbs/09_train.ipynb #1be4144b
 def _plot_log(log: Path, out: Path, title: str):
@@ -1209,10 +1217,10 @@ def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfa
                 st.last_ckpt = save()
             if stop_now:
                 interrupted = True
-                if is_main: print(f"\nInterrupted: saved {st.last_ckpt}; continue with --resume.")
+                if is_main: print(f"\nInterrupted{_signal_name(sigint.signum)}: saved {st.last_ckpt}; continue with --resume.")
                 break
     if bar is not None: bar.close()
-    return TrainResult(run, st.step, st.last_ckpt, st.losses, interrupted, time.perf_counter() - t_start)
+    return TrainResult(run, st.step, st.last_ckpt, st.losses, interrupted, time.perf_counter() - t_start, sigint.signum if interrupted else None)
 
 # %% ../nbs/09_train.ipynb #311e29a2
 def make_dataset(out: str | Path, # the folder to create (must not exist, or be empty)

@@ -136,18 +136,23 @@ def test_a_lock_from_another_host_names_that_host(tmp_path):
     expect(lambda: train("lfae", small(), run, progress=False), "pid 12345 on host other-machine.example", f"delete {run / '.lock'}")
 
 
-def test_the_lock_is_held_while_training_and_released_on_ctrl_c(tmp_path, monkeypatch):
-    run, original, seen = tmp_path / "run", LFAEStage.forward, []
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_the_lock_is_held_while_training_and_released_on_a_stop_signal(tmp_path, monkeypatch, signame):
+    "Ctrl-C, `docker stop` / Slurm (SIGTERM) and a closed terminal (SIGHUP) each save a checkpoint at the step they arrive in."
+    run, original, seen, signum = tmp_path / "run", LFAEStage.forward, [], getattr(signal, signame)
+    before = signal.getsignal(signum)
 
     def interrupt(self, *a, **k):
         seen.append(json.loads((run / ".lock").read_text())["pid"])
-        if len(seen) == 2: os.kill(os.getpid(), signal.SIGINT)             # Ctrl-C during the second step
+        if len(seen) == 2: os.kill(os.getpid(), signum)                    # the signal arrives during the second step
         return original(self, *a, **k)
 
     monkeypatch.setattr(LFAEStage, "forward", interrupt)
     r = train("lfae", small("lfae_train.steps=5", "lfae_train.save_every=100"), run, progress=False)
-    assert seen == [os.getpid()] * 2 and r.interrupted and r.step == 2
+    assert seen == [os.getpid()] * 2 and r.interrupted and r.step == 2 and r.signal == signum
+    assert r.checkpoint is not None and r.checkpoint.name == "step_0000002.pt" and r.checkpoint.is_file()
     assert not (run / ".lock").exists()
+    assert signal.getsignal(signum) == before, "train() left its handler installed"
 
 # ---------------------------------------------------------------- an existing run is never silently replaced
 

@@ -111,7 +111,8 @@ def test_dm_sigkill_then_resume_is_exact(tmp_path, reference, dm_reference):
     print(f"DM killed after step {lost}; resumed to 12; identical to the uninterrupted run")
 
 
-def test_sigint_saves_and_exits_cleanly(tmp_path, reference):
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_saves_and_exits_cleanly(tmp_path, reference, signame, code):
     d = tmp_path / "interrupted"
     settings = ["--set", "lfae_train.steps=12", "--set", "lfae_train.save_every=100", "--set", "lfae_train.log_every=1"]
     proc = start("train-lfae", "--run-dir", str(d), *settings)
@@ -120,12 +121,12 @@ def test_sigint_saves_and_exits_cleanly(tmp_path, reference):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.time() - t0 < 300
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0, "the run finished before SIGINT arrived: make the run longer (more steps) for this machine"
-    assert proc.returncode == 130, f"exit code {proc.returncode}\n{err[-3000:]}"
+    assert proc.returncode != 0, f"the run finished before {signame} arrived: make the run longer (more steps) for this machine"
+    assert proc.returncode == code, f"exit code {proc.returncode}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
-    assert "Interrupted: saved" in out
+    assert f"Interrupted by {signame}: saved" in out
     saved = newest(d)
     assert saved is not None and 0 < train_state(saved)["step"] < 12
     assert not (d / ".lock").exists(), "the interrupted run kept its lock"
