@@ -67,13 +67,15 @@ def sample(image: str | Path, # first frame: any image file (resized to the mode
            panel: bool = False, # write frames | flow | occlusion instead of the frames alone
            device: str | None = None,
            beside: str | Path | None = None, # a video to show on the left of the panel (e.g. the real clip that starts with `image`)
+           eta: float | None = None, # DDIM's η (default: the model's)
           ) -> Path:
     "Generate a video of `cls` starting from `image` and write it to `out`; returns the path. Options are checked before any work."
     out = check_output_path(out, (".gif", ".mp4"))
     if sampler not in (None, "ddim", "ddpm"): raise InputError(f"Unknown sampler {sampler!r}; choose ddim or ddpm.")
     if steps is not None: check_int(steps, "the number of sampling steps (--steps)", 1)
     if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
-    seed, fps, dev = check_seed(seed), check_fps(fps), get_device(device)
+    if eta is not None: check_number(eta, "eta (--eta)", 0, 1)
+    seed, fps, dev = check_seed(seed), check_fps(fps, out), get_device(device)
     load_image(image, warn=False)                                     # a missing or broken image is reported before the model loads
     other = read_video(beside) if beside is not None else None        # so is a bad clip to show beside
     model = load_lfdm(checkpoint if checkpoint is not None else bundled_checkpoint(), device=dev)
@@ -86,7 +88,7 @@ def sample(image: str | Path, # first frame: any image file (resized to the mode
         embedding = table[model.classes.index(cls)][None].to(dev)
     size = model.lfae.config.image_size
     x = load_image(image, size=size, fit="pad", warn=False).to(dev)
-    video, states = model.sample(x, None if embedding is not None else cls, steps=steps, guidance=guidance, sampler=sampler,
+    video, states = model.sample(x, None if embedding is not None else cls, steps=steps, guidance=guidance, sampler=sampler, eta=eta,
                                  generator=torch.Generator().manual_seed(seed), class_embeddings=embedding, return_states=True)
     video = video[0].cpu()
     if panel:
@@ -145,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50 for tiny)")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w (default: the model's, 1)")
     s.add_argument("--sampler", default=None, choices=["ddim", "ddpm"], help="sampler (default: the model's)")
+    s.add_argument("--eta", type=float, default=None, help="DDIM's eta: 0 deterministic, 1 fresh noise every step (default: the model's)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     s.add_argument("--fps", type=float, default=8.0, help="frames per second (default: %(default)s)")
     s.add_argument("--panel", action="store_true", help="write frames | flow | occlusion side by side")
@@ -200,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default: %(default)s)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--sampler", default=None, choices=["ddim", "ddpm"], help="sampler (default: the model's)")
+    e.add_argument("--eta", type=float, default=None, help="DDIM's eta: 0 deterministic, 1 fresh noise every step (default: the model's)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     e.add_argument("--i3d", default=None, metavar="PATH", help="a TorchScript I3D file: adds real FVD (lfdm never downloads it)")
     e.add_argument("--classifier", default=None, help="motion classifier (default: data_samples/motion_classifier.pt)")
@@ -276,9 +280,10 @@ def _check_options(args):
         check_seed(args.data_seed, "--data-seed")
         check_int(args.steps, "the number of sampling steps (--steps)", 1)
         if args.guidance is not None: check_number(args.guidance, "guidance", 0, MAX_GUIDANCE)
+        if args.eta is not None: check_number(args.eta, "eta (--eta)", 0, 1)
         check_seed(args.seed); get_device(args.device)
     elif args.command == "animate":
-        check_output_path(args.out, (".gif", ".mp4")); check_fps(args.fps); get_device(args.device)
+        check_output_path(args.out, (".gif", ".mp4")); check_fps(args.fps, args.out); get_device(args.device)
         if args.mode not in ("relative", "absolute"): raise InputError(f"Unknown --mode {args.mode!r}; choose relative or absolute.")
         if args.frames is not None: check_int(args.frames, "--frames", 2, MAX_ANIMATE_FRAMES)
     elif args.command == "convert-official": check_output_path(args.out, suffixes=None)
@@ -309,7 +314,7 @@ def _main(argv):
             print(f"wrote {path} (real clip | generated frames | flow | occlusion of {args.action!r}, from data_samples/stills/{args.action}.png)")
         elif args.command == "sample":
             path = sample(args.image, args.cls, args.out, args.checkpoint, args.steps, args.guidance, args.sampler, args.seed, args.fps,
-                          args.panel, args.device)
+                          args.panel, args.device, eta=args.eta)
             print(f"wrote {path}")
         elif args.command == "animate":
             path = animate(args.image, args.driving, args.out, args.checkpoint, args.mode, args.frames, args.fps, args.panel, args.device)
@@ -322,7 +327,7 @@ def _main(argv):
         elif args.command == "eval":
             from lfdm.eval import evaluate, format_metrics
             result = evaluate(args.checkpoint, args.out, n_per_class=args.clips_per_class, steps=args.steps, guidance=args.guidance,
-                              sampler=args.sampler, i3d=args.i3d, seed=args.seed, classifier=args.classifier,
+                              sampler=args.sampler, eta=args.eta, i3d=args.i3d, seed=args.seed, classifier=args.classifier,
                               stage1_clips=args.stage1_clips, device=args.device, data_seed=args.data_seed, gifs=not args.no_gifs)
             print(format_metrics(result))
         elif args.command == "convert-official":
@@ -377,7 +382,7 @@ def animate(image: str | Path, # the still: any image file (resized to the LFAE'
     out = check_output_path(out, (".gif", ".mp4"))
     if mode not in ("relative", "absolute"): raise InputError(f"Unknown transfer mode {mode!r}; choose relative or absolute.")
     if frames is not None: check_int(frames, "frames (--frames)", 2, MAX_ANIMATE_FRAMES)
-    fps, dev = check_fps(fps), get_device(device)
+    fps, dev = check_fps(fps, out), get_device(device)
     load_image(image, warn=False)                                     # a missing or broken image is named before anything loads
     n = count_frames(driving)                                          # a missing or broken video is named here
     if n < 2: raise InputError(f"The driving video {driving} has {n} frame; animate needs at least 2.")

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'RANGE_TOLERANCE', 'PIPELINE', 'InputError', 'exists',
-           'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning', 'load_image',
-           'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed', 'check_fps',
-           'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid',
+__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'GIF_MAX_FPS', 'RANGE_TOLERANCE', 'PIPELINE',
+           'InputError', 'exists', 'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning',
+           'load_image', 'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed',
+           'check_fps', 'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid',
            'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png',
            'explorer', 'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt',
            'check_interrupt', 'clear_interrupt']
@@ -348,14 +348,19 @@ def check_seed(seed, # a random seed
     if not ok: raise InputError(f"{name} must be an integer with 0 <= {name} < 2**63, got {seed!r}.")
     return int(seed)
 
-FPS_RANGE = (0.1, 120.0)     # frame rates that GIF and MP4 writers store correctly
+FPS_RANGE = (0.1, 120.0)     # frame rates that MP4 writers store correctly
+GIF_MAX_FPS = 50.0           # a GIF stores each frame's delay in 1/100 s, and viewers show delays under 2/100 s at 1/10 s
 
 def check_fps(fps, # frames per second
+              path: str | Path | None = None, # the output file: a '.gif' allows at most `GIF_MAX_FPS`
              ) -> float:
-    "`fps` as a `float` if it is a number in `FPS_RANGE`; else an `InputError`."
+    "`fps` as a `float` if it is a number in `FPS_RANGE` (and at most `GIF_MAX_FPS` for a GIF); else an `InputError`."
     lo, hi = FPS_RANGE
     ok = isinstance(fps, numbers.Real) and not isinstance(fps, (bool, np.bool_)) and lo <= fps <= hi     # NaN fails both comparisons
     if not ok: raise InputError(f"fps must be a positive number from {lo} to {hi:g} (frames per second), got {fps!r}.")
+    if path is not None and Path(path).suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
+        raise InputError(f"A GIF cannot play {fps:g} frames per second: it stores each frame's delay in hundredths of a second, and "
+                         f"viewers slow delays under 2/100 s down to 1/10 s. Use an fps of at most {GIF_MAX_FPS:g}, or write an .mp4.")
     return float(fps)
 
 _SYSTEM_FOLDERS = ("/proc", "/sys")     # kernel views: they look like folders but accept no new files
@@ -448,8 +453,8 @@ def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
                 layout: str = "c f h w", # or 'f c h w'
                ) -> Path:
     "Write a video atomically to GIF or MP4 (MP4 frames padded with black to multiples of 16). Returns the path."
-    check_fps(fps)
     path = check_output_path(path, (".gif", ".mp4"))
+    check_fps(fps, path)
     if layout == "f c h w": video = video.transpose(0, 1)
     elif layout != "c f h w": raise InputError(f"layout must be 'c f h w' or 'f c h w', got {layout!r}.")
     frames = to_uint8_frames(video)
@@ -457,7 +462,7 @@ def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
     try:
         with atomic_write(path) as tmp:
             if ext == ".gif":
-                iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+                iio.imwrite(tmp, frames, extension=".gif", duration=10.0 * round(100.0 / fps), loop=0)   # whole hundredths of a second
             else:
                 f, h, w, _ = frames.shape
                 ph, pw = (-h) % 16, (-w) % 16

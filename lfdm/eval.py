@@ -517,6 +517,7 @@ def generate_clips(model: LFDM, # the generator
                    seed: int = 0, # one CPU generator for all batches: the same seed, batch size and settings give the same clips
                    batch_size: int = 8, # clips per sampling call
                    own_first: bool = False, # also return the DM's own frame 0 `n 3 H W`, decoded from its un-anchored sample
+                   eta: float | None = None, # DDIM's η (default: the model's `config.eta`)
                   ) -> tuple:
     "Generate one clip per image: videos `n 3 f H W` (CPU, [0, 1]), states `n 3 f h w`, the seconds per video (and `own_first`)."
     device = next(model.unet.parameters()).device
@@ -527,7 +528,7 @@ def generate_clips(model: LFDM, # the generator
     for i in range(0, len(images), batch_size):
         img = as_float_video(images[i:i + batch_size]).to(device)
         v, s = model.sample(img, labels[i:i + batch_size].to(device), steps=steps if sampler == "ddim" else None, guidance=guidance,
-                            sampler=sampler, generator=g, return_states=True, anchor=False if own_first else None)
+                            sampler=sampler, generator=g, return_states=True, anchor=False if own_first else None, eta=eta)
         if own_first:
             firsts.append(v[:, :, 0].clamp(0, 1).cpu())
             if model.config.anchor_first_frame:                    # the same sample, finished as `sample` does: only frame 0 changes
@@ -651,6 +652,7 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
              steps: int | None = 25, # DDIM steps (ignored by DDPM)
              guidance: float | None = None, # classifier-free guidance scale (default: the model's)
              sampler: str | None = None, # 'ddim' or 'ddpm' (default: the model's)
+             eta: float | None = None, # DDIM's η (default: the model's `config.eta`)
              i3d: str | Path | None = None, # a TorchScript I3D file (see `I3D_INTERFACE`): adds real FVD
              seed: int = 0, # sampling seed
              classifier: str | Path | MotionClassifier | None = None, # the motion classifier (default: the bundled one)
@@ -690,9 +692,9 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     real, reference = evaluation_clips(n_per_class, size, frames, model.classes, seed=data_seed)
     n = len(real["label"])
     say(f"evaluating {name}: {n} clips ({n_per_class} per class), {sampler}" + (f" {steps} steps" if sampler == "ddim" else "")
-        + f", guidance {default(guidance, model.config.guidance)}, on {device}")
+        + (f" (eta {default(eta, model.config.eta):g})" if sampler == "ddim" else "") + f", guidance {default(guidance, model.config.guidance)}, on {device}")
     images = as_float_video(real["video"][:, :, 0])
-    videos, states, sec, own_first = generate_clips(model, images, real["label"], steps, guidance, sampler, seed, batch_size, own_first=True)
+    videos, states, sec, own_first = generate_clips(model, images, real["label"], steps, guidance, sampler, seed, batch_size, own_first=True, eta=eta)
     say(f"  generated in {sec * n:.0f} s ({sec:.2f} s per video)")
     reference["features"], _ = classify(clf, reference["video"])
     sets = dict(generated=(videos, states), real=(real["video"], None))
@@ -708,6 +710,7 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     clf_name = "(model in memory)" if isinstance(classifier, MotionClassifier) else str(default(classifier, f"data_samples/{CLASSIFIER_FILE}"))
     result = dict(checkpoint=name, checkpoint_sha256=ident, classifier=clf_name,
                   settings=dict(n_per_class=n_per_class, clips=n, sampler=sampler, steps=steps if sampler == "ddim" else model.config.timesteps,
+                                eta=float(default(eta, model.config.eta)) if sampler == "ddim" else None,
                                 guidance=default(guidance, model.config.guidance), seed=seed, data_seed=data_seed, frames=frames, size=size,
                                 latent_size=model.lfae.config.latent_size, device=str(device)),
                   seconds_per_video=sec, classes=list(model.classes))
@@ -748,8 +751,8 @@ def format_metrics(result: dict) -> str:
     pm = lambda ms, p=2: "–" if ms is None or ms[0] is None or not math.isfinite(ms[0]) else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
     rows = LADDER
     lines = [f"# Evaluation of {result['checkpoint']}", "",
-             f"{st['clips']} clips ({st['n_per_class']} per class, held-out appearances), {st['sampler']} {st['steps']} steps, guidance "
-             f"{st['guidance']}, seed {st['seed']}; {result['seconds_per_video']:.2f} s per video on {st['device']}. Distances on the motion "
+             f"{st['clips']} clips ({st['n_per_class']} per class, held-out appearances), {st['sampler']} {st['steps']} steps"
+             + (f" (η = {st['eta']:g})" if st.get('eta') else "") + f", guidance {st['guidance']}, seed {st['seed']}; {result['seconds_per_video']:.2f} s per video on {st['device']}. Distances on the motion "
              f"classifier's features against {st['clips']} other real clips; compare them only at the same clip count.", "",
              "| set | classifier FVD ↓ | KID ↓ | accuracy ↑ | cFVD (per class) ↓ | sFVD (per appearance) ↓ | frame 0 PSNR ↑ | frame 0 SSIM ↑ | warped PSNR ↑ |"
              + (" I3D FVD ↓ |" if result.get("i3d") else ""),
@@ -834,6 +837,7 @@ def benchmark_sampling(model: LFDM, # the generator
                        batch_size: int = 8,
                        log: bool = True, # one line per setting
                        data_seed: int = 0, # seed of the procedural test set (another seed: other held-out appearances and motions)
+                       eta: float | None = None, # DDIM's η (default: the model's `config.eta`)
                       ) -> list[dict]:
     "Seconds per video and scores of every sampler setting; the first row is the real clips (the floor)."
     device = next(model.unet.parameters()).device
@@ -847,9 +851,10 @@ def benchmark_sampling(model: LFDM, # the generator
                     worst_class_accuracy=min(s["per_class"]["accuracy"]))
     rows = [dict(name="real held-out", sampler="real", steps=0, guidance=None, seconds_per_video=0.0, **scores(real["video"]))]
     for sampler, steps, w in configs:
-        videos, _, sec = generate_clips(model, images, real["label"], steps, w, sampler, seed, batch_size)
+        videos, _, sec = generate_clips(model, images, real["label"], steps, w, sampler, seed, batch_size, eta=eta)
         n_steps = model.config.timesteps if sampler == "ddpm" else steps
-        rows.append(dict(name=f"{sampler.upper()}-{n_steps}, w={w:g}", sampler=sampler, steps=n_steps, guidance=w, seconds_per_video=sec,
+        e = float(default(eta, model.config.eta)) if sampler == "ddim" else None
+        rows.append(dict(name=f"{sampler.upper()}-{n_steps}, w={w:g}" + (f", η={e:g}" if e else ""), sampler=sampler, steps=n_steps, guidance=w, eta=e, seconds_per_video=sec,
                          **scores(videos)))
         if log: print(f"{rows[-1]['name']:>18}: {sec:7.2f} s/video  FVD {rows[-1]['classifier_fvd']:8.2f}  KID {rows[-1]['kid']:.4f}  "
                       f"accuracy {rows[-1]['accuracy']:.1%}", flush=True)

@@ -187,6 +187,7 @@ class LFDMConfig:
     flow_scale: float = 1.0                # ... multiplied by this, so that motion is not drowned by unit noise (residual_flow only)
     sampler: str = "ddim"                  # default sampler of `sample`: 'ddim' or 'ddpm'
     sampling_steps: int = 50               # default DDIM steps
+    eta: float = 0.0                       # default DDIM η: 0 deterministic (the DDIM ODE), 1 a fresh noise draw every step (DDPM's variance)
     guidance: float = 1.0                  # default classifier-free guidance scale w (1: plain conditional model)
     anchor_first_frame: bool = True        # sampling: frame 0's flow and occlusion are known (image -> itself): use the LFAE's, not the DM's
     keep_flow_in_frame: bool = False       # sampling: clamp the generated grids inside the frame (`keep_in_frame`); off until re-evaluated
@@ -216,6 +217,7 @@ class LFDMConfig:
         if self.num_frames < 2: raise InputError(f"num_frames must be at least 2, got {self.num_frames}.")
         if not 0 <= self.null_cond_prob < 1: raise InputError(f"null_cond_prob must be in [0, 1), got {self.null_cond_prob}.")
         if not self.flow_scale > 0: raise InputError(f"flow_scale must be positive, got {self.flow_scale}.")
+        if not 0 <= self.eta <= 1: raise InputError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta}.")
 
 # %% ../nbs/08_lfdm.ipynb #37cdb37e
 def _attach(cls, fn: Callable, wrap: Callable | None = None):
@@ -388,7 +390,7 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
                  steps: int | None = None, # DDIM steps (default `config.sampling_steps`; DDPM always takes T)
                  guidance: float | None = None, # classifier-free guidance scale w (default `config.guidance`)
                  sampler: str | None = None, # 'ddim' or 'ddpm' (default `config.sampler`)
-                 eta: float = 0.0, # DDIM's eta
+                 eta: float | None = None, # DDIM's η (default `config.eta`)
                  generator: torch.Generator | None = None, # CPU generator: the same seed gives the same video on any device
                  num_frames: int | None = None, # frames to generate (default `config.num_frames`)
                  callback: Callable | None = None, # callback(i, t, x_t, s0_hat) at each step
@@ -415,6 +417,7 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
         if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
         cond = self.class_ids(classes, b)
     sampler, guidance = default(sampler, c.sampler), check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
+    eta = check_number(default(eta, c.eta), "eta", 0, 1)
     steps = default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
     encoded = self.lfae.encode(image)
     h = encoded.bottleneck.shape[-1]

@@ -43,8 +43,8 @@ try: import fcntl                         # POSIX: the kernel's lock on RUN/.loc
 except ImportError: fcntl = None          # elsewhere the recorded pid alone decides
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAX_CONFIG_BYTES', 'STOP_SIGNALS', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
-           'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
+__all__ = ['PRESETS', 'MAX_YAML_DEPTH', 'MAX_CONFIG_BYTES', 'STOP_SIGNALS', 'DataConfig', 'TrainConfig', 'check_config', 'Config',
+           'preset', 'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
            'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
            'LFAEStage', 'DMStage', 'make_source', 'weights_hash', 'cpu_supports_bf16', 'resolve_amp',
            'to_channels_last', 'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
@@ -153,7 +153,8 @@ _RULES = {
     LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
                      null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number(),
                      objective=_choice("eps", "x0", "v"), loss_weighting=_choice(None, "min_snr"), snr_gamma=_number(0, lo_open=True),
-                     keep_flow_in_frame=_choice(True, False), anchor_first_frame=_choice(True, False)),
+                     keep_flow_in_frame=_choice(True, False), anchor_first_frame=_choice(True, False),
+                     eta=_number(0, 1, hi_open=False, text="must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like)")),
     UNet3DConfig: dict(compat=_choice("lfdm", "release"), dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
                        init_kernel_size=_integer(1)),
 }
@@ -315,15 +316,58 @@ def _merge(base: dict, new: dict, name: str) -> dict:
 class _AliasError(yaml.YAMLError):
     def __init__(self, anchor: str, line: int): super().__init__(f"anchor or alias {anchor!r} on line {line}"); self.anchor, self.line = anchor, line
 
+class _StrictError(yaml.YAMLError):
+    "YAML that means something other than it seems (octal, sexagesimal, a repeated key, absurd nesting): refused, with its line."
+    def __init__(self, message: str, line: int): super().__init__(f"line {line}: {message}"); self.message, self.line = message, line
+
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+MAX_YAML_DEPTH = 16                        # a run config nests 3 levels (dm.unet.dim); deeper is a mistake or an attack
+
 class _StrictLoader(yaml.SafeLoader):
-    "PyYAML's safe loader without anchors and aliases (`&a`, `*a`): a config spells every value out, so it cannot expand to gigabytes."
+    """PyYAML's safe loader without anchors and aliases (`&a`, `*a`): a config spells every value out, so it cannot expand to
+    gigabytes. YAML 1.1's surprises are refused rather than read: `010` (octal 8), `0x1f`, `0b11`, `1:30` (sexagesimal 90), a key
+    given twice (the last one would silently win) and nesting deeper than `MAX_YAML_DEPTH` (which would end in a RecursionError)."""
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _AliasError(event.anchor, event.start_mark.line + 1)
-        return super().compose_node(parent, index)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _StrictError(f"the settings nest deeper than {MAX_YAML_DEPTH} levels (a run config has 3)", event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally: self._depth -= 1
 
-def _load_yaml(text: str): return yaml.load(text, Loader=_StrictLoader)
+    def construct_strict_int(self, node):
+        if not _PLAIN_INT.fullmatch(node.value):
+            raise _StrictError(f"{node.value!r} is not a plain decimal integer: YAML 1.1 reads it as {yaml.SafeLoader.construct_yaml_int(self, node)}; "
+                               "write it in decimal digits (or quote it to mean text)", node.start_mark.line + 1)
+        return yaml.SafeLoader.construct_yaml_int(self, node)
+
+    def construct_strict_float(self, node):
+        if ":" in node.value:
+            raise _StrictError(f"{node.value!r} is a sexagesimal (base 60) number in YAML 1.1, read as "
+                               f"{yaml.SafeLoader.construct_yaml_float(self, node)}; write it in decimal digits", node.start_mark.line + 1)
+        return yaml.SafeLoader.construct_yaml_float(self, node)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _StrictError(f"the key {key!r} is given twice (lines {seen[key]} and {line}); YAML would silently keep the "
+                                       "last one: keep one", line)
+                seen[key] = line
+            except TypeError: continue                                           # an unhashable key: PyYAML's own error follows
+        return super().construct_mapping(node, deep)
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_strict_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_strict_float)
+
+def _load_yaml(text: str):
+    try: return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError: raise _StrictError("the document nests too deeply to read", 1) from None
 
 MAX_CONFIG_BYTES = 1 << 20                 # a run config is a few kilobytes; anything near a megabyte is the wrong file
 
@@ -341,7 +385,13 @@ def config_from_yaml(path: str | Path, # a YAML file written by `save_config` (o
     except _AliasError as e:
         raise InputError(f"{path} uses the YAML anchor/alias {e.anchor!r} (line {e.line}); lfdm configs do not allow anchors or aliases: "
                          "write each value out.") from None
-    except yaml.YAMLError as e: raise InputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except _StrictError as e: raise InputError(f"{path}, line {e.line}: {e.message}.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        hint = "; indent with spaces, not tabs" if "'\\t'" in problem else ""
+        raise InputError(f"{path} is not valid YAML{where}: {problem}{hint}.") from None
     except UnicodeDecodeError: raise InputError(f"{path} is not a text (UTF-8) file: a config must be YAML text.") from None
     except OSError as e: raise InputError(f"Cannot read config file {path}: {e.strerror or e}.") from None
     if d is None: d = {}
@@ -359,6 +409,7 @@ def _override_value(raw: str, hint):
     text = raw.strip()
     if not text or (text in ("None", "none") and (hint is None or type(None) in typing.get_args(hint))): return None
     try: return _load_yaml(raw)
+    except _StrictError as e: raise InputError(f"The value {raw.strip()!r}: {e.message}.") from None
     except yaml.YAMLError: return raw                                            # (anchors and aliases included: kept as text)
 
 def apply_overrides(config: Config, # the config to change (not modified)

@@ -286,7 +286,8 @@ def test_frame_folders_and_indices(tmp_path, files):
     (torch.rand(3, 2, 8, 8), dict(fps=-3), ["fps must be a positive number"]),
     (torch.rand(3, 2, 8, 8), dict(fps=float("nan")), ["fps must be a positive number"]),
     (torch.rand(3, 2, 8, 8), dict(layout="h w c f"), ["layout must be"]),
-], ids=["extension", "channels", "axes", "uint8", "nan", "list", "fps0", "fps-3", "fps-nan", "layout"])
+    (torch.rand(3, 2, 8, 8), dict(fps=60), ["cannot play 60 frames per second", "hundredths of a second", ".mp4"]),
+], ids=["extension", "channels", "axes", "uint8", "nan", "list", "fps0", "fps-3", "fps-nan", "layout", "gif-fps60"])
 def test_write_video_rejects_bad_input_and_keeps_the_old_file(existing, video, kw, needles):
     out = existing["out"].with_name(kw.pop("name", existing["out"].name))
     expect(lambda: write_video(video, out, **kw), *needles)
@@ -585,8 +586,10 @@ def test_train_with_bad_data_leaves_the_run_folder_untouched(existing, files, st
     (["--image", STILL, "--class", "wave", "--guidance", "-1"], ["guidance must be"]),
     (["--image", STILL, "--class", "wave", "--device", "tpu"], ["Unknown device 'tpu'"]),
     (["--image", STILL, "--class", "wave", "--steps", "1", "--fps", "0"], ["fps must be a positive number"]),
+    (["--image", STILL, "--class", "wave", "--fps", "120"], ["A GIF cannot play 120 frames per second"]),
+    (["--image", STILL, "--class", "wave", "--eta", "2"], ["eta (--eta) must be a finite number"]),
 ], ids=["text-image", "zero-image", "missing-image", "huge-image", "class", "truncated-ckpt", "lfae-ckpt", "missing-ckpt", "extension",
-        "steps", "guidance", "device", "fps"])
+        "steps", "guidance", "device", "fps", "gif-fps120", "eta"])
 def test_cli_sample_errors_keep_the_output(files, existing, args, needles):
     out = existing["out"]
     args = [str(a).format(files=files, out_png=out.with_suffix(".png")) for a in args]
