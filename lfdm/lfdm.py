@@ -92,7 +92,7 @@ CONFIG_LIMITS = {
                  block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
                  batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0)),
     "lfdm": dict(num_frames=(2, 256), timesteps=(1, 100_000), sampling_steps=(1, 100_000), batch_size=(1, 65536),
-                 guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6)),
+                 guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6), eta=(0.0, 1.0)),
     "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
                  attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
                  rel_pos_buckets=(1, 4096), rel_pos_max_distance=(1, 1_000_000), num_frames=(1, 1024), image_size=(1, 1024)),
@@ -217,7 +217,8 @@ class LFDMConfig:
         if self.num_frames < 2: raise InputError(f"num_frames must be at least 2, got {self.num_frames}.")
         if not 0 <= self.null_cond_prob < 1: raise InputError(f"null_cond_prob must be in [0, 1), got {self.null_cond_prob}.")
         if not self.flow_scale > 0: raise InputError(f"flow_scale must be positive, got {self.flow_scale}.")
-        if not 0 <= self.eta <= 1: raise InputError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta}.")
+        if not (isinstance(self.eta, numbers.Real) and not isinstance(self.eta, bool) and 0 <= self.eta <= 1):   # NaN fails too
+            raise InputError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta!r}.")
 
 # %% ../nbs/08_lfdm.ipynb #37cdb37e
 def _attach(cls, fn: Callable, wrap: Callable | None = None):

@@ -1057,6 +1057,7 @@ HUGE_CONFIGS = [
     ("unet", "init_kernel_size", 1001), ("unet", "num_classes", 10**9), ("lfae", "image_size", 10**6), ("lfae", "num_regions", 10**6),
     ("lfae", "max_features", 10**7), ("lfae", "block_expansion", True), ("lfae", "num_down_blocks", 100),
     ("lfae", "region_max_features", 10**8), ("lfae", "scale_factor", 1e6), ("lfae", "scale_factor", math.nan),
+    ("config", "eta", "1"), ("config", "eta", 5.0), ("config", "eta", math.nan), ("config", "guidance", math.inf),
 ]
 
 
