@@ -190,7 +190,7 @@ class LFDMConfig:
     eta: float = 0.0                       # default DDIM η: 0 deterministic (the DDIM ODE), 1 a fresh noise draw every step (DDPM's variance)
     guidance: float = 1.0                  # default classifier-free guidance scale w (1: plain conditional model)
     anchor_first_frame: bool = True        # sampling: frame 0's flow and occlusion are known (image -> itself): use the LFAE's, not the DM's
-    keep_flow_in_frame: bool = False       # sampling: clamp the generated grids inside the frame (`keep_in_frame`); off until re-evaluated
+    keep_flow_in_frame: bool = False       # sampling: clamp the generated grids inside the frame (`keep_in_frame`; the release does not; the bundled model does)
     lr: float = 2e-4
     betas: tuple = (0.9, 0.99)
     batch_size: int = 8
