@@ -102,3 +102,18 @@ def test_model_card_table_is_the_stored_evaluation():
         if "identity" in r[0][keys[0]]:
             check(psnr, [r[s][keys[0]]["identity"]["psnr_first"][0] for s in SEEDS], f"model card {label} frame 0")
     assert seen == {k for ks in CARD_ROWS.values() for k in ks}
+
+
+def test_model_card_claims_table_is_the_stored_comparison():
+    "The model card's equal-budget table (13_claims) is the merged comparison's own table, row for row, and matches its JSON."
+    claims = ROOT / "data_samples" / "claims"
+    md_rows = [l for l in (claims / "comparison.md").read_text(encoding="utf-8").splitlines() if l.startswith("| ") and "---" not in l]
+    card = (ROOT / "data_samples" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    missing = [l for l in md_rows if l not in card]
+    assert not missing, f"the model card's equal-budget table differs from data_samples/claims/comparison.md: {missing[:2]}"
+    res = json.loads((claims / "comparison.json").read_text(encoding="utf-8"))
+    for line in md_rows[1:]:                                           # each row's accuracy and FVD are the JSON's, as rounded
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        r = res["rows"][cells[0]]
+        check(cells[1], [100 * r["accuracy"]], f"claims {cells[0]} accuracy")
+        check(cells[2], [r["classifier_fvd"]], f"claims {cells[0]} FVD")
