@@ -28,7 +28,7 @@ from .eval import (MotionClassifier, _set_scores, as_float_video, classify, eval
 from .lfae import LFAE, LFAEConfig, psnr
 from .lfdm import (CONFIG_LIMITS, LFDM, MAX_GUIDANCE, LFDMConfig, _check_section, _cpu_state, _load_state, _plain, bundled_checkpoint, config_from_dict,
                    encode_clips, load_checkpoint, load_lfae, load_lfdm, save_checkpoint)
-from .train import StepBatches, _Interrupt, _step_seed, resolve_amp
+from .train import StepBatches, _Interrupt, _step_seed, _trim_log, resolve_amp
 from .unet3d import UNet3D, UNet3DConfig
 
 # %% auto #0
@@ -422,6 +422,7 @@ def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is train
                           "the budget's steps per minute change.")
     run.mkdir(parents=True, exist_ok=True)
     log_file, rows, losses = run / "log.csv", [], []
+    _trim_log(log_file, st["step"])                                          # rows logged after the checkpoint are redone
     autocast = dict(device_type=device.type, dtype=torch.float16 if st["amp"] == "fp16" else torch.bfloat16, enabled=st["amp"] != "none")
     model.train()
     last_save, budget = time.perf_counter(), minutes * 60
