@@ -32,10 +32,10 @@ from .train import StepBatches, _Interrupt, _step_seed, _trim_log, resolve_amp
 from .unet3d import UNet3D, UNet3DConfig
 
 # %% auto #0
-__all__ = ['ARMS', 'ARM_TRAIN', 'COST_MODELS', 'KLAEConfig', 'GroupResBlock', 'KLAutoencoder', 'BaselineConfig', 'VideoDiffusion',
-           'training_clips', 'arm_of', 'trainable', 'arm_data', 'arm_loss', 'build_arm', 'train_arm', 'load_arm',
-           'appearance_masks', 'masked_psnr_per_frame', 'generate_with', 'compare', 'format_comparison', 'cost_model',
-           'measure_cost', 'load_checkpoint_data', 'merge_comparisons', 'main']
+__all__ = ['ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'KLAEConfig', 'GroupResBlock', 'KLAutoencoder', 'BaselineConfig',
+           'VideoDiffusion', 'training_clips', 'arm_of', 'trainable', 'arm_data', 'arm_loss', 'build_arm', 'train_arm',
+           'load_arm', 'appearance_masks', 'masked_psnr_per_frame', 'generate_with', 'compare', 'format_comparison',
+           'cost_model', 'measure_cost', 'load_checkpoint_data', 'check_arm_data', 'merge_comparisons', 'main']
 
 # %% ../nbs/13_claims.ipynb #a18eaeae
 @dataclass
@@ -586,7 +586,8 @@ def format_comparison(result: dict) -> str:
     for name, r in result["rows"].items():
         sec = "–" if r["seconds_per_video"] is None else f"{r['seconds_per_video']:.2f}"
         db = lambda v: "exact" if v >= 99.9 else f"{v:.1f} dB"                     # the real clip against itself
-        lines.append(f"| {name} | {100 * r['accuracy']:.1f} % | {r['classifier_fvd']:.2f} | {r['cfvd'][0]:.2f} | {r['sfvd'][0]:.2f} | "
+        f2 = lambda v: "–" if v is None or v != v else f"{v:.2f}"               # NaN / null: a group of one clip has no distance
+        lines.append(f"| {name} | {100 * r['accuracy']:.1f} % | {f2(r['classifier_fvd'])} | {f2(r['cfvd'][0])} | {f2(r['sfvd'][0])} | "
                      f"{db(r['psnr_background_mean'])} | {db(r['psnr_still_mean'])} | {sec} |")
     return "\n".join(lines)
 
@@ -638,12 +639,25 @@ def load_checkpoint_data(path: Path) -> dict:
     if "key" in data and "labels" in data: data = dict(states=data["states"], features=data["features"], label=data["labels"])
     return data
 
+ARM_DATA_KEYS = dict(lfdm={"states", "features", "label"}, vdm={"x", "label"}, ldm={"x", "label"}, klae={"x"})
+
+def check_arm_data(data: dict, arm: str, path) -> dict:
+    "Refuse prepared data made for another arm (a VDM cache handed to LDM, ...) before any training step."
+    pixels = arm in ("vdm", "klae")                                            # uint8 frames; LDM's latents are float
+    if set(data) != ARM_DATA_KEYS[arm] or isinstance(data.get("x"), torch.Tensor) and (data["x"].dtype == torch.uint8) != pixels:
+        raise InputError(f"{path} holds data made for another arm (keys {sorted(data)}), not the {arm} arm's ({sorted(ARM_DATA_KEYS[arm])}, "
+                         f"{'uint8 frames' if pixels else 'float tensors'}): "
+                         "pass this arm's own --data-cache file, or a new path to prepare it again.")
+    return data
+
 def merge_comparisons(folders: Sequence[str | Path]) -> dict:
     "One result from several `eval` folders of the same clips and settings: their rows (the first folder's reference rows kept)."
     parts = []
     for f in folders:
         path = Path(f) / "comparison.json"
-        if not path.is_file(): raise InputError(f"{path} does not exist: run `python -m lfdm.claims eval ... --out {f}` first.")
+        for name in ("comparison.json", "clips.pt"):
+            if not (Path(f) / name).is_file():
+                raise InputError(f"{Path(f) / name} does not exist: run `python -m lfdm.claims eval ... --out {f}` first.")
         parts.append(json.loads(path.read_text()))
     base = parts[0]
     for f, other in zip(folders[1:], parts[1:]):
@@ -691,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             model = build_arm(a.arm, a.seed, a.lfae, a.autoencoder)
             cache = Path(a.data_cache) if a.data_cache else None
             if exists(cache) and cache.is_file():
-                data = load_checkpoint_data(cache)
+                data = check_arm_data(load_checkpoint_data(cache), a.arm, cache)
             else:
                 t0 = time.perf_counter()
                 data = arm_data(model, training_clips(a.clips, progress=False))
