@@ -510,11 +510,14 @@ def test_sample_accepts_float64_images(model):
     assert video.shape == (1, 3, 2, model.lfae.config.image_size, model.lfae.config.image_size) and video.dtype == torch.float32
 
 
-@pytest.mark.parametrize("image, cls", [("list", "wave"), ("nan", "wave"), ("s", 1.5)], ids=["list", "nan", "float-class"])
-def test_sample_rejects_more_bad_input(model, image, cls):
+@pytest.mark.parametrize("image, cls, needles", [("list", "wave", ["image must be a torch tensor", "got a list"]),
+                                                 ("nan", "wave", ["image values must be in [0, 1], without NaN"]),
+                                                 ("s", 1.5, ["classes must be a name, an integer id, or a list of them; got 1.5"])],
+                         ids=["list", "nan", "float-class"])
+def test_sample_rejects_more_bad_input(model, image, cls, needles):
     x = _img(model, 3, "S", "S")
     x = {"list": x.tolist(), "nan": x * float("nan"), "s": x}[image]
-    expect(lambda: model.sample(x, cls, steps=1, num_frames=2), "image" if image != "s" else "class")
+    expect(lambda: model.sample(x, cls, steps=1, num_frames=2), *needles)
 
 
 @pytest.mark.parametrize("call, needles", [
@@ -956,7 +959,7 @@ def test_lfdm_sample_refuses_bad_counts(model, kw, needle):
 # ---------------------------------------------------------------- load_image: size and EXIF orientation
 
 @pytest.mark.parametrize("size", ["64", b"64", "64x64", "", 64.5, math.nan, True, (64,), (64, 64, 3), (64, "64"), ["8", "8"],
-                                  (0, 8), (8, -1), -1, 0, 10**6, (10**6, 8), {"h": 8}, object()], ids=repr)
+                                  (0, 8), (8, -1), -1, 0, 10**6, (10**6, 8), {"h": 8}, object()], ids=lambda s: "object()" if type(s) is object else repr(s))
 def test_load_image_refuses_bad_sizes(files, size):
     msg = expect(lambda: load_image(files / "ok.png", size=size), "size must be")
     if isinstance(size, str): assert "string" in msg

@@ -8,11 +8,10 @@ picture is rendered by the kernel, so this is the whole round trip). Screenshots
 `tmp_path` (the failure message names them).
 
 What runs, and why:
-* `06_diffusion.ipynb`: the whole notebook (Run All; 30-60 s on 2 cores) and then the `noising_explorer` slider.
-* `08_lfdm.ipynb`: the whole notebook takes about two minutes before it even reaches `denoising_explorer` (its demo cells
-  sample dozens of videos), so its copy keeps only the cells the explorer's cell needs: the `#| export` cells and the
-  cells that define a name that a kept later cell uses (found with `ast`), up to and including the explorer's cell.
-  The other cells run in tests/test_notebooks.py.
+* `06_diffusion.ipynb` and its `noising_explorer` slider, `08_lfdm.ipynb` and its `denoising_explorer` slider. Running a whole
+  notebook in the browser would take 1-3 minutes before it reaches the explorer (08's demo cells sample dozens of videos), so
+  each copy keeps only the cells the explorer's cell needs: the `#| export` cells and the cells that define a name that a kept
+  later cell uses (found with `ast`), up to and including the explorer's cell. Every cell runs in tests/test_notebooks.py.
 In both copies, cells marked `#| slow`, `#| eval: false` or `#| notest` are dropped (as tests/test_notebooks.py skips
 them), outputs are cleared (what the test sees comes from this run), and the notebook's metadata names the `python3`
 kernel (the tracked notebooks name none, and JupyterLab would ask).
@@ -39,7 +38,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_FLAGS = ("slow", "eval: false", "notest")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-RUN_TIMEOUT_S = 300            # running a notebook's cells (06 takes 30-60 s, 08's slice ~15 s on 2 cores)
+RUN_TIMEOUT_S = 300            # running the cells of a notebook copy (06's and 08's slices take ~10-20 s on 2 cores)
 WIDGET_TIMEOUT_S = 60          # the kernel renders one new picture (~1 s)
 
 
@@ -270,7 +269,7 @@ def open_and_run(page, url, token, name, n_code, log):
 # ---------------------------------------------------------------- the tests
 
 CASES = {  # notebook: (the call that builds the explorer, run only the cells it needs)
-    "06_diffusion.ipynb": ("noising_explorer(", False),
+    "06_diffusion.ipynb": ("noising_explorer(", True),
     "08_lfdm.ipynb": ("denoising_explorer(", True),
 }
 
