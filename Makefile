@@ -28,10 +28,10 @@ demo: install
 
 # pytest runs every notebook, checks nbdev sync and README, and the plain tests.
 # Exit code 5 (no tests collected) fails like any other non-zero code.
-# Two pytest-xdist workers (one thread each, see tests/conftest.py): the notebooks are long single tests, two at a time.
+# Two pytest-xdist workers (one thread each; tests/conftest.py orders the tests so that the two share the load).
 TEST_WORKERS ?= 2
 test: install-dev
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load tests
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 2 tests
 
 # Developer helpers (need install-dev).
 export:

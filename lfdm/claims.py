@@ -32,10 +32,11 @@ from .train import StepBatches, _Interrupt, _step_seed, _trim_log, resolve_amp
 from .unet3d import UNet3D, UNet3DConfig
 
 # %% auto #0
-__all__ = ['ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'KLAEConfig', 'GroupResBlock', 'KLAutoencoder', 'BaselineConfig',
-           'VideoDiffusion', 'training_clips', 'arm_of', 'trainable', 'arm_data', 'arm_loss', 'build_arm', 'train_arm',
-           'load_arm', 'appearance_masks', 'masked_psnr_per_frame', 'generate_with', 'compare', 'format_comparison',
-           'cost_model', 'measure_cost', 'load_checkpoint_data', 'check_arm_data', 'merge_comparisons', 'main']
+__all__ = ['ARMS', 'LFDM_ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'KLAEConfig', 'GroupResBlock', 'KLAutoencoder',
+           'BaselineConfig', 'VideoDiffusion', 'training_clips', 'arm_of', 'trainable', 'arm_data', 'arm_loss',
+           'build_arm', 'train_arm', 'load_arm', 'appearance_masks', 'masked_psnr_per_frame', 'generate_with',
+           'compare', 'format_comparison', 'cost_model', 'measure_cost', 'load_checkpoint_data', 'check_arm_data',
+           'merge_comparisons', 'main']
 
 # %% ../nbs/13_claims.ipynb #a18eaeae
 @dataclass
@@ -288,7 +289,8 @@ class VideoDiffusion(nn.Module):
         return (video, x) if return_states else video
 
 # %% ../nbs/13_claims.ipynb #a7c683bd
-ARMS = ("lfdm", "vdm", "ldm", "klae")    # the three generators, and the LDM's image auto-encoder
+ARMS = ("lfdm", "vdm", "ldm", "klae", "lfdm_abs")   # the three generators, the LDM's image auto-encoder, and an ablation of LFDM
+LFDM_ARMS = ("lfdm", "lfdm_abs")                     # lfdm_abs: LFDM diffusing absolute sampling grids (the release's choice)
 
 def training_clips(num_clips: int = 2048, # the first clips of the training split (the bundled DM's `dm_train.max_clips`)
                    seed: int = 0, # the procedural data seed
@@ -308,8 +310,8 @@ def training_clips(num_clips: int = 2048, # the first clips of the training spli
     return dict(video=torch.stack(videos), label=torch.tensor(labels))
 
 def arm_of(model: nn.Module) -> str:
-    "Which arm a model is: 'lfdm', 'vdm', 'ldm' or 'klae'."
-    if isinstance(model, LFDM): return "lfdm"
+    "Which arm a model is: 'lfdm', 'vdm', 'ldm', 'klae' or 'lfdm_abs' (an LFDM without residual flows)."
+    if isinstance(model, LFDM): return "lfdm" if model.config.residual_flow else "lfdm_abs"
     if isinstance(model, VideoDiffusion): return model.config.space
     if isinstance(model, KLAutoencoder): return "klae"
     raise InputError(f"Not a model of the comparison: {type(model).__name__} (expected LFDM, VideoDiffusion or KLAutoencoder).")
@@ -341,7 +343,7 @@ def arm_loss(model: nn.Module, data: dict, idx: list[int], g: torch.Generator) -
     t = torch.randint(0, T, (b,), generator=g).to(device)
     null = (torch.rand(b, generator=g) < model.config.null_cond_prob).to(device)
     labels = data["label"][idx].to(device)
-    if arm == "lfdm":
+    if arm in LFDM_ARMS:
         states, features = data["states"][idx].to(device), data["features"][idx].to(device)
         noise = torch.randn(states.shape, generator=g).to(device)
         return dict(total=model(states=states, features=features, classes=labels, noise=noise, t=t, null=null))
@@ -349,14 +351,14 @@ def arm_loss(model: nn.Module, data: dict, idx: list[int], g: torch.Generator) -
     if arm == "vdm": x0 = model.encode_videos(x0)                                             # uint8 pixels → patches in [-1, 1]
     return dict(total=model(x0, labels, torch.randn(x0.shape, generator=g).to(device), t, null))
 
-def build_arm(arm: str, # 'lfdm', 'vdm', 'ldm' or 'klae'
+def build_arm(arm: str, # 'lfdm', 'vdm', 'ldm', 'klae' or 'lfdm_abs'
               seed: int = 0, # the initial weights
               lfae: str | Path | None = None, # 'lfdm': the stage-one checkpoint (default: the bundled one)
               autoencoder: str | Path | None = None, # 'ldm': the trained auto-encoder (a 'klae' run's checkpoint.pt)
              ) -> nn.Module:
     "A fresh arm, its trainable part initialised from `seed`; the frozen first stage loaded."
     if arm not in ARMS: raise InputError(f"Unknown arm {arm!r}; arms: {', '.join(ARMS)}.")
-    first = load_lfae(default(lfae, bundled_checkpoint)) if arm == "lfdm" else None
+    first = load_lfae(default(lfae, bundled_checkpoint)) if arm in LFDM_ARMS else None
     ae = None
     if arm == "ldm":
         if autoencoder is None: raise InputError("The 'ldm' arm needs its trained auto-encoder: pass --autoencoder RUN/checkpoint.pt of a 'klae' run.")
@@ -365,17 +367,20 @@ def build_arm(arm: str, # 'lfdm', 'vdm', 'ldm' or 'klae'
     torch.manual_seed(seed)
     if arm == "klae": return KLAutoencoder()
     if arm == "lfdm": return LFDM(first, LFDMConfig.tiny(guidance=2.0, eta=1.0, keep_flow_in_frame=True))   # the bundled sampling
+    if arm == "lfdm_abs":                                            # the same, diffusing the absolute grids (flow_scale unused)
+        return LFDM(first, LFDMConfig.tiny(guidance=2.0, eta=1.0, keep_flow_in_frame=True, residual_flow=False, flow_scale=1.0))
     return VideoDiffusion(BaselineConfig.vdm() if arm == "vdm" else BaselineConfig.ldm(ae.config.latent_channels), ae)
 
 # %% ../nbs/13_claims.ipynb #e68c7819
-ARM_TRAIN = dict(lfdm=dict(ema_decay=0.999, grad_clip=1.0), vdm=dict(ema_decay=0.999, grad_clip=1.0),
+ARM_TRAIN = dict(lfdm=dict(ema_decay=0.999, grad_clip=1.0), lfdm_abs=dict(ema_decay=0.999, grad_clip=1.0),
+                 vdm=dict(ema_decay=0.999, grad_clip=1.0),
                  ldm=dict(ema_decay=0.999, grad_clip=1.0), klae=dict(ema_decay=0.0, grad_clip=0.0))   # the DM's and the LFAE's settings
 
 def _save_arm(path: Path, model: nn.Module, net: nn.Module, ema: nn.Module | None, opt, st: dict) -> Path:
     "One checkpoint: the weights to sample with (EMA where there is one), the frozen first stage, and the training state."
     arm = arm_of(model)
     extra = dict(arm=arm, train=dict(st, model=_cpu_state(net.state_dict()), optimizer=opt.state_dict()))
-    if arm == "lfdm": extra["lfae"] = dict(config=_plain(asdict(model.lfae.config)), state_dict=_cpu_state(model.lfae.state_dict()))
+    if arm in LFDM_ARMS: extra["lfae"] = dict(config=_plain(asdict(model.lfae.config)), state_dict=_cpu_state(model.lfae.state_dict()))
     if arm == "ldm":
         ae = model.autoencoder
         extra["autoencoder"] = dict(config=_plain(asdict(ae.config)), state_dict=_cpu_state(ae.state_dict()),
@@ -482,7 +487,7 @@ def load_arm(path: str | Path, # a checkpoint.pt of `train_arm`
         _check_section(ck["config"].get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
     try:
         if arm == "klae": model = KLAutoencoder(_config_from(KLAEConfig, ck["config"], "config"))
-        elif arm == "lfdm":
+        elif arm in LFDM_ARMS:
             lfae = _load_state(LFAE(config_from_dict(LFAEConfig, ck["lfae"]["config"], "lfae config")), ck["lfae"]["state_dict"], path)
             model = LFDM(lfae, config_from_dict(LFDMConfig, ck["config"]))
         else:
@@ -639,7 +644,7 @@ def load_checkpoint_data(path: Path) -> dict:
     if "key" in data and "labels" in data: data = dict(states=data["states"], features=data["features"], label=data["labels"])
     return data
 
-ARM_DATA_KEYS = dict(lfdm={"states", "features", "label"}, vdm={"x", "label"}, ldm={"x", "label"}, klae={"x"})
+ARM_DATA_KEYS = dict(lfdm={"states", "features", "label"}, lfdm_abs={"states", "features", "label"}, vdm={"x", "label"}, ldm={"x", "label"}, klae={"x"})
 
 def check_arm_data(data: dict, arm: str, path) -> dict:
     "Refuse prepared data made for another arm (a VDM cache handed to LDM, ...) before any training step."
@@ -690,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance w for every model (the bundled LFDM's: 2)")
     e.add_argument("--eta", type=float, default=1.0, help="DDIM's η for every model (the bundled LFDM's: 1)")
+    e.add_argument("--no-anchor", action="append", default=[], metavar="NAME",
+                   help="sample the LFDM named NAME without anchoring frame 0 (its own frame 0, as the DM generated it; repeatable)")
     g = sub.add_parser("merge", help="merge eval folders into one table (comparison.json / .md) with side-by-side GIFs per class")
     g.add_argument("folders", nargs="+", help="folders written by eval (the same clips, seeds and steps)")
     g.add_argument("--out", required=True, help="folder for the merged comparison.json, comparison.md and gifs/<class>.gif")
@@ -701,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.command == "train":
-            if a.arm == "lfdm" and a.data_cache is None: print("note: the LFAE's flows of the clips are encoded anew (pass --data-cache to keep them)")
+            if a.arm in LFDM_ARMS and a.data_cache is None: print("note: the LFAE's flows of the clips are encoded anew (pass --data-cache to keep them)")
             model = build_arm(a.arm, a.seed, a.lfae, a.autoencoder)
             cache = Path(a.data_cache) if a.data_cache else None
             if exists(cache) and cache.is_file():
@@ -739,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
             if not path: raise InputError(f"Give each checkpoint as NAME=PATH, got {item!r}.")
             models[name] = load_lfdm(bundled_checkpoint()) if path == "bundled" else load_arm(path)
             if isinstance(models[name], LFDM): models[name].config.keep_flow_in_frame = True   # the bundled sampling (08_lfdm)
+        for name in a.no_anchor:
+            if not isinstance(models.get(name), LFDM): raise InputError(f"--no-anchor {name}: no LFDM of that name among {', '.join(models)}.")
+            models[name].config.anchor_first_frame = False
         lfdms = [m for m in models.values() if isinstance(m, LFDM)]
         res = compare(models, a.clips_per_class, a.steps, a.guidance, a.eta, seed=a.seed, data_seed=a.data_seed,
                       reconstruction=lfdms[0] if lfdms else None)

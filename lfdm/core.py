@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'FPS_RANGE', 'GIF_MAX_FPS', 'RANGE_TOLERANCE', 'PIPELINE',
-           'InputError', 'exists', 'default', 'get_device', 'seed_everything', 'check_shape', 'ImageResizedWarning',
-           'load_image', 'list_frames', 'count_frames', 'read_video', 'check_int', 'check_number', 'check_seed',
-           'check_fps', 'check_output_path', 'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid',
-           'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png',
-           'explorer', 'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt',
-           'check_interrupt', 'clear_interrupt']
+__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'LIMITS', 'MAX_SIDE', 'FPS_RANGE', 'GIF_MAX_FPS', 'RANGE_TOLERANCE',
+           'PIPELINE', 'InputError', 'exists', 'default', 'get_device', 'seed_everything', 'check_shape',
+           'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video', 'check_int',
+           'check_number', 'check_seed', 'check_fps', 'check_output_path', 'atomic_write', 'to_uint8_frames',
+           'write_video', 'coordinate_grid', 'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow',
+           'show_grid', 'show_video', 'figure_png', 'explorer', 'pipeline_diagram', 'slow_cell_transformer',
+           'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -97,6 +97,20 @@ def check_shape(x, # the tensor (anything with `.shape`)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # still frames; a .gif is read as a video
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
 
+# What one input may cost before lfdm refuses it: a file of a few bytes can claim a huge picture (a 131-byte PNG of 1 x 12000 pixels,
+# a 1 KB GIF whose one frame lasts ten minutes). Checked from the file's header, before anything is decoded. A user who means it
+# raises the limit: `lfdm.core.LIMITS["image_pixels"] = 200_000_000`.
+LIMITS = dict(
+    image_pixels=50_000_000,     # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB
+    video_pixels=400_000_000,    # pixels of all the frames of one clip, after a GIF's frame delays are expanded (e.g. 6,100 frames of 256²)
+)
+
+def _check_pixels(path, what: str, pixels: int, limit: str, detail: str) -> None:
+    "Refuse an input whose decoded size would exceed `LIMITS[limit]`, naming the file, the size, the limit and how to raise it."
+    if pixels > LIMITS[limit]:
+        raise InputError(f"{what} {path} is too large: it would decode to {detail} = {pixels:,} pixels, over lfdm's limit of {LIMITS[limit]:,} "
+                         f"(lfdm.core.LIMITS['{limit}']): downscale or shorten it first, or raise that limit if you mean it.")
+
 class ImageResizedWarning(UserWarning):
     "An input image or video was resized (or cropped/padded) to the size the model needs."
 
@@ -129,10 +143,11 @@ def _fit_square(x: torch.Tensor, size: tuple[int, int], fit: str) -> torch.Tenso
         s = min(h / th, w / tw); ch, cw = round(th * s), round(tw * s)
         top, left = (h - ch) // 2, (w - cw) // 2
         x = x[..., top:top + ch, left:left + cw]
-    elif fit == "pad":
-        s = max(h / th, w / tw); ph, pw = round(th * s), round(tw * s)
-        top, left = (ph - h) // 2, (pw - w) // 2
-        x = F.pad(x, (left, pw - w - left, top, ph - h - top))
+    elif fit == "pad":               # resize first, then pad: padding a 1 x 12000 image to 12000² before resizing would take 1.7 GB
+        s = max(h / th, w / tw); nh, nw = min(th, max(1, round(h / s))), min(tw, max(1, round(w / s)))
+        x = _fit_square(x, (nh, nw), "stretch")
+        top, left = (th - nh) // 2, (tw - nw) // 2
+        return F.pad(x, (left, tw - nw - left, top, th - nh - top))
     if tuple(x.shape[-2:]) == (th, tw): return x
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
@@ -180,9 +195,11 @@ def load_image(path: str | Path, # any image file Pillow can read
     if path.is_dir(): raise InputError(f"Expected an image file but {path} is a folder.")
     if path.stat().st_size == 0: raise InputError(f"Image file {path} is empty (0 bytes).")
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:                               # reads the header only
+            _check_pixels(path, "Image", im.width * im.height, "image_pixels", f"{im.width} x {im.height}")
             im.load()
             a = _to_rgb_array(_upright(im), background)
+    except InputError: raise
     except Image.DecompressionBombError as e:
         raise InputError(f"Image {path} is too large to load safely ({e}). Downscale it first.") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -244,15 +261,21 @@ def _video_frames(path: Path, # a video file
     _check_video_file(path)
     try:
         if path.suffix.lower() == ".gif":
+            repeats = _gif_repeats(path)                                # the header: frame sizes and delays, before any decoding
+            with Image.open(path) as im: n, (w, h) = getattr(im, "n_frames", 1), im.size
+            shown = sum(repeats) if exists(repeats) and len(repeats) == n else n
+            _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
+            _check_pixels(path, "Video", shown * w * h, "video_pixels", f"{shown:,} frames (after frame delays) of {w} x {h}")
             a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
-            repeats = _gif_repeats(path)
             if exists(repeats) and len(repeats) == len(a): a = np.repeat(a, repeats, axis=0)
         else:
-            a = []
+            a, pixels = [], 0
             for i, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):   # streams: stops after the last frame needed
-                a.append(np.asarray(frame))
+                a.append(np.asarray(frame)); pixels += a[-1].shape[0] * a[-1].shape[1]
+                _check_pixels(path, "Video", pixels, "video_pixels", f"more than {i + 1:,} frames of {a[-1].shape[1]} x {a[-1].shape[0]}")
                 if exists(upto) and i >= upto: break
             a = np.stack(a) if a else np.zeros((0, 1, 1, 3), np.uint8)
+    except InputError: raise
     except Exception as e:  # imageio raises many types (OSError, RuntimeError, ValueError, ...) for broken files
         raise InputError(f"Cannot read video {path} ({_short(e)}). Is it a valid, complete video?") from e
     a = _as_rgb_uint8(a)
