@@ -674,8 +674,12 @@ def _set_rng_state(s: dict):
 
 def _step_seed(seed: int, step: int) -> int: return (seed * 1_000_003 + step * 7_919 + 12_345) % (2 ** 63)
 
+_STEP_NAME = re.compile(r"step_(\d+)\.pt")
+
 def _checkpoints(run: Path) -> list[Path]:
-    return sorted((run / "checkpoints").glob("step_*.pt"))
+    "The step checkpoints of a run, oldest first, by the step in their names (`step_10000000.pt` after `step_9999999.pt`)."
+    found = [(int(m[1]), p) for p in (run / "checkpoints").glob("step_*.pt") if (m := _STEP_NAME.fullmatch(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
 
 def latest_checkpoint(run: str | Path) -> Path:
     "The newest step checkpoint of a run folder (what `--resume` continues from)."
@@ -706,15 +710,30 @@ class _Interrupt:
         for s, old in self.old.items(): signal.signal(s, old)
 
 # %% ../nbs/09_train.ipynb #1be4144b
+def _numeric_row(r: list[str], n: int) -> bool:
+    "Whether a row of log.csv has its n fields, all numbers (a crash mid-write or a hand edit leaves rows that do not)."
+    if len(r) != n or not r[0].strip().isdigit(): return False
+    try: [float(v) for v in r]
+    except ValueError: return False
+    return True
+
+def _log_rows(log: Path) -> list[dict]:
+    "The rows of a run's `log.csv` as numbers; damaged rows are skipped with a warning that counts them."
+    with open(log, newline="", errors="replace") as f: rows = list(csv.reader(f))
+    if len(rows) < 2: return []
+    good = [r for r in rows[1:] if _numeric_row(r, len(rows[0]))]
+    if len(good) < len(rows) - 1: warnings.warn(f"{log}: skipped {len(rows) - 1 - len(good)} damaged line(s).", stacklevel=2)
+    return [dict(zip(rows[0], [int(r[0])] + [float(v) for v in r[1:]])) for r in good]
+
 def _plot_log(log: Path, out: Path, title: str):
     import matplotlib.pyplot as plt
     if not log.exists(): return
-    with open(log) as f: rows = list(csv.DictReader(f))
+    rows = _log_rows(log)
     if not rows: return
-    steps = [int(r["step"]) for r in rows]
+    steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for key in [k for k in rows[0] if k not in ("step", "grad_norm", "seconds", "it_per_s")]:
-        ax.plot(steps, [float(r[key]) for r in rows], label=key)
+        ax.plot(steps, [r[key] for r in rows], label=key)
     ax.set_xlabel("step"); ax.set_ylabel("loss (mean over each log interval)")
     ax.set_yscale("log"); ax.set_title(title); ax.legend(fontsize=8); fig.tight_layout()
     with atomic_write(out) as tmp: fig.savefig(tmp, format="png", dpi=90)
@@ -723,8 +742,13 @@ def _plot_log(log: Path, out: Path, title: str):
 def _trim_log(log: Path, step: int):
     "Drop rows after `step` (steps redone after a resume)."
     if not log.exists(): return
-    with open(log) as f: rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
+    with open(log, newline="", errors="replace") as f: rows = list(csv.reader(f))
+    if len(rows) < 2: return
+    good = [r for r in rows[1:] if _numeric_row(r, len(rows[0]))]
+    if len(good) < len(rows) - 1:
+        warnings.warn(f"{log}: dropped {len(rows) - 1 - len(good)} damaged line(s) (not {len(rows[0])} numbers) on resuming.", stacklevel=2)
+    keep = rows[:1] + [r for r in good if int(r[0]) <= step]
+    if len(keep) == len(rows): return
     with atomic_write(log) as tmp:
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
 
