@@ -243,16 +243,18 @@ def _as_rgb_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype != np.uint8: a = (a.astype(np.float64) / np.iinfo(a.dtype).max * 255).round().astype(np.uint8)
     return a
 
-def _gif_repeats(path: Path) -> list[int] | None:
-    """How many frames each stored GIF frame stands for. Pillow writes a run of identical frames as one frame with the summed
-    duration, so a frame shown k times as long as the shortest one is k frames; None when the durations say nothing (missing or 0)."""
+def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
+    """(repeats, stored frames, width, height) of a GIF, from one pass over its frames after its frame size has been checked against
+    `LIMITS` (seeking decodes each frame). Pillow writes a run of identical frames as one frame with the summed duration, so a frame
+    shown k times as long as the shortest one stands for k frames: `repeats`, or None when the durations say nothing (missing or 0)."""
     with Image.open(path) as im:
+        w, h = im.size
+        _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
         durations = []
         for k in range(getattr(im, "n_frames", 1)):
             im.seek(k); durations.append(im.info.get("duration") or 0)
-    if not durations or min(durations) <= 0: return None
-    base = min(durations)
-    return [max(1, round(d / base)) for d in durations]
+    if not durations or min(durations) <= 0: return None, len(durations), w, h
+    return [max(1, round(d / min(durations))) for d in durations], len(durations), w, h
 
 def _video_frames(path: Path, # a video file
                   upto: int | None = None, # decode only frames 0..upto (ffmpeg formats); None: all
@@ -261,10 +263,8 @@ def _video_frames(path: Path, # a video file
     _check_video_file(path)
     try:
         if path.suffix.lower() == ".gif":
-            repeats = _gif_repeats(path)                                # the header: frame sizes and delays, before any decoding
-            with Image.open(path) as im: n, (w, h) = getattr(im, "n_frames", 1), im.size
-            shown = sum(repeats) if exists(repeats) and len(repeats) == n else n
-            _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
+            repeats, n, w, h = _gif_frames(path)                     # frame size and count checked before the clip is decoded
+            shown = sum(repeats) if exists(repeats) else n
             _check_pixels(path, "Video", shown * w * h, "video_pixels", f"{shown:,} frames (after frame delays) of {w} x {h}")
             a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
             if exists(repeats) and len(repeats) == len(a): a = np.repeat(a, repeats, axis=0)
@@ -290,11 +290,11 @@ def count_frames(path: str | Path, # a video file or a folder of frames
     _check_video_file(path)
     try:
         if path.suffix.lower() == ".gif":
-            repeats = _gif_repeats(path)
-            if exists(repeats): return sum(repeats)
-            with Image.open(path) as im: return getattr(im, "n_frames", 1)
+            repeats, n, _, _ = _gif_frames(path)
+            return sum(repeats) if exists(repeats) else n
         import imageio_ffmpeg
         n = imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+    except InputError: raise
     except Exception as e: raise InputError(f"Cannot read video {path} ({_short(e)}). Is it a valid, complete video?") from e
     if n < 1: raise InputError(f"Video {path} has no readable frames.")
     return n

@@ -717,13 +717,18 @@ def _numeric_row(r: list[str], n: int) -> bool:
     except ValueError: return False
     return True
 
+def _read_log(log: Path) -> tuple[list[str], list[list[str]], int]:
+    "(header, intact rows, number of damaged rows) of a run's `log.csv`."
+    with open(log, newline="", errors="replace") as f: rows = list(csv.reader(f))
+    if len(rows) < 2: return (rows[0] if rows else []), [], 0
+    good = [r for r in rows[1:] if _numeric_row(r, len(rows[0]))]
+    return rows[0], good, len(rows) - 1 - len(good)
+
 def _log_rows(log: Path) -> list[dict]:
     "The rows of a run's `log.csv` as numbers; damaged rows are skipped with a warning that counts them."
-    with open(log, newline="", errors="replace") as f: rows = list(csv.reader(f))
-    if len(rows) < 2: return []
-    good = [r for r in rows[1:] if _numeric_row(r, len(rows[0]))]
-    if len(good) < len(rows) - 1: warnings.warn(f"{log}: skipped {len(rows) - 1 - len(good)} damaged line(s).", stacklevel=2)
-    return [dict(zip(rows[0], [int(r[0])] + [float(v) for v in r[1:]])) for r in good]
+    header, good, bad = _read_log(log)
+    if bad: warnings.warn(f"{log}: skipped {bad} damaged line(s).", stacklevel=2)
+    return [dict(zip(header, [int(r[0])] + [float(v) for v in r[1:]])) for r in good]
 
 def _plot_log(log: Path, out: Path, title: str):
     import matplotlib.pyplot as plt
@@ -740,15 +745,12 @@ def _plot_log(log: Path, out: Path, title: str):
     plt.close(fig)
 
 def _trim_log(log: Path, step: int):
-    "Drop rows after `step` (steps redone after a resume)."
+    "Drop rows after `step` (steps redone after a resume) and damaged rows (said once, here)."
     if not log.exists(): return
-    with open(log, newline="", errors="replace") as f: rows = list(csv.reader(f))
-    if len(rows) < 2: return
-    good = [r for r in rows[1:] if _numeric_row(r, len(rows[0]))]
-    if len(good) < len(rows) - 1:
-        warnings.warn(f"{log}: dropped {len(rows) - 1 - len(good)} damaged line(s) (not {len(rows[0])} numbers) on resuming.", stacklevel=2)
-    keep = rows[:1] + [r for r in good if int(r[0]) <= step]
-    if len(keep) == len(rows): return
+    header, good, bad = _read_log(log)
+    if bad: warnings.warn(f"{log}: dropped {bad} damaged line(s) (not {len(header)} numbers) on resuming.", stacklevel=2)
+    keep = [header] + [r for r in good if int(r[0]) <= step]
+    if not bad and len(keep) == len(good) + 1: return                          # nothing to drop: the file is left as it is
     with atomic_write(log) as tmp:
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
 

@@ -117,3 +117,22 @@ def test_model_card_claims_table_is_the_stored_comparison():
         r = res["rows"][cells[0]]
         check(cells[1], [100 * r["accuracy"]], f"claims {cells[0]} accuracy")
         check(cells[2], [r["classifier_fvd"]], f"claims {cells[0]} FVD")
+
+
+def test_model_card_ablation_numbers_are_the_stored_ablations():
+    "The model card's ablation paragraph quotes data_samples/claims/ablations/{residual,anchor}.json and the 30-minute comparison."
+    card = (ROOT / "data_samples" / "MODEL_CARD.md").read_text()
+    para = card[card.index("Two of lfdm's own choices, ablated"):]
+    para = " ".join(para[:para.index("\n\n")].split())
+    C = ROOT / "data_samples" / "claims"
+    res, grid, anch = (json.loads(p.read_text()) for p in (C / "comparison.json", C / "ablations" / "residual.json",
+                                                          C / "ablations" / "anchor.json"))
+    lfdm, absolute = res["rows"]["LFDM"], grid["rows"]["LFDM, absolute grids"]
+    on, off = anch["rows"]["anchored"], anch["rows"]["own_frame0"]
+    expected = [f"{grid['train']['LFDM, absolute grids']['step']} against {res['train']['LFDM']['step']}",
+                f"{absolute['classifier_fvd']:.1f} against {lfdm['classifier_fvd']:.1f}",
+                f"{absolute['psnr_background_mean']:.1f} dB against {lfdm['psnr_background_mean']:.1f} dB",
+                f"{absolute['psnr_still_mean']:.1f} against {lfdm['psnr_still_mean']:.1f} dB",
+                f"{on['psnr_background'][0]:.1f} dB anchored against {off['psnr_background'][0]:.1f} dB",
+                f"{on['classifier_fvd']:.2f} against {off['classifier_fvd']:.2f}"]
+    for text in expected: assert text in para, f"the model card's ablation paragraph should say {text!r}: {para}"
