@@ -9,6 +9,8 @@ import argparse
 import copy
 import csv
 import json
+import os
+import shutil
 import sys
 import time
 import warnings
@@ -16,27 +18,30 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, atomic_write, check_int, check_number, check_shape, coordinate_grid, default, exists
+from .core import InputError, atomic_write, check_int, check_number, check_shape, coordinate_grid, default, exists, write_video
 from .data import ACTIONS, ClipDataset, ProceduralActions, sample_frame_indices
 from .diffusion import Diffusion, guided_denoiser
-from .eval import (MotionClassifier, _set_scores, as_float_video, classify, evaluation_clips, jsonable, load_motion_classifier,
-                   reconstruct_clips, write_class_gifs)
-from .lfae import LFAE, LFAEConfig, psnr
+from .eval import (MotionClassifier, _set_scores, as_float_video, classify, evaluation_indices, identity_metrics,
+                       jsonable, load_motion_classifier, reconstruct_clips, render_clips, write_class_gifs)
+from .lfae import LFAE, LFAEConfig, evaluate_lfae, psnr
 from .lfdm import (CONFIG_LIMITS, LFDM, MAX_GUIDANCE, LFDMConfig, _check_section, _cpu_state, _load_state, _plain, bundled_checkpoint, config_from_dict,
                    encode_clips, load_checkpoint, load_lfae, load_lfdm, save_checkpoint)
 from .train import StepBatches, _Interrupt, _step_seed, _trim_log, resolve_amp
 from .unet3d import UNet3D, UNet3DConfig
+from .warp import resize_occlusion
 
 # %% auto #0
-__all__ = ['ARMS', 'LFDM_ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'KLAEConfig', 'GroupResBlock', 'KLAutoencoder',
-           'BaselineConfig', 'VideoDiffusion', 'training_clips', 'arm_of', 'trainable', 'arm_data', 'arm_loss',
-           'build_arm', 'train_arm', 'load_arm', 'appearance_masks', 'masked_psnr_per_frame', 'generate_with',
-           'compare', 'format_comparison', 'cost_model', 'measure_cost', 'load_checkpoint_data', 'check_arm_data',
-           'merge_comparisons', 'main']
+__all__ = ['ARMS', 'LFDM_ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'PAPER', 'INK', 'DOMAINS', 'DECODER_PARTS',
+           'KLAEConfig', 'GroupResBlock', 'KLAutoencoder', 'BaselineConfig', 'VideoDiffusion', 'training_clips',
+           'arm_of', 'trainable', 'arm_data', 'arm_loss', 'build_arm', 'train_arm', 'load_arm', 'appearance_masks',
+           'masked_psnr_per_frame', 'generate_with', 'compare', 'format_comparison', 'cost_model', 'measure_cost',
+           'load_checkpoint_data', 'check_arm_data', 'merge_comparisons', 'main', 'part_outlines', 'InkActions',
+           'write_domain_clips', 'save_decoder', 'with_decoder', 'decoder_drawn', 'domain_stage1', 'format_domain']
 
 # %% ../nbs/13_claims.ipynb #a18eaeae
 @dataclass
@@ -537,39 +542,53 @@ def masked_psnr_per_frame(videos: torch.Tensor, # `n 3 f H W` generated (or reco
 @torch.no_grad()
 def generate_with(model: nn.Module, # LFDM or VideoDiffusion
                   images: torch.Tensor, labels: torch.Tensor, steps: int = 25, guidance: float | None = None, eta: float | None = None,
-                  seed: int = 0, batch_size: int = 8) -> tuple[torch.Tensor, float]:
-    "One clip per first frame (`n 3 f H W` on the CPU, [0, 1]) and the seconds per video; one seeded generator for all batches."
+                  seed: int = 0, batch_size: int = 8,
+                  states: bool = False, # LFDM only: also return the flow states `n 3 f h w` (the same clips: no extra randomness)
+                 ) -> tuple:
+    "One clip per first frame (`n 3 f H W` on the CPU, [0, 1]) and the seconds per video (and the states); one seeded generator for all batches."
     device, g = next(trainable(model).parameters()).device, torch.Generator().manual_seed(seed)
-    out, t0 = [], time.perf_counter()
+    out, st, t0 = [], [], time.perf_counter()
+    extra = dict(return_states=True) if states else {}
+    if states and not isinstance(model, LFDM): raise InputError(f"only an LFDM has flow states; this is a {type(model).__name__}.")
     for i in range(0, len(images), batch_size):
-        out.append(model.sample(as_float_video(images[i:i + batch_size]).to(device), labels[i:i + batch_size].to(device), steps=steps,
-                                guidance=guidance, eta=eta, generator=g).clamp(0, 1).cpu())
-    return torch.cat(out), (time.perf_counter() - t0) / len(images)
+        v = model.sample(as_float_video(images[i:i + batch_size]).to(device), labels[i:i + batch_size].to(device), steps=steps,
+                         guidance=guidance, eta=eta, generator=g, **extra)
+        if states: v, s = v; st.append(s.cpu())
+        out.append(v.clamp(0, 1).cpu())
+    seconds = (time.perf_counter() - t0) / len(images)
+    return (torch.cat(out), seconds, torch.cat(st)) if states else (torch.cat(out), seconds)
 
 def compare(models: dict, # name → LFDM or VideoDiffusion (e.g. {'LFDM': ..., 'VDM': ..., 'LDM': ...})
             n_per_class: int = 8, # held-out clips per class (8 classes)
             steps: int = 25, guidance: float | None = None, eta: float | None = None, # sampling (None: each model's own)
             seed: int = 0, data_seed: int = 0, classifier=None, batch_size: int = 8,
-            reconstruction: nn.Module | None = None, # an LFDM whose LFAE reconstructions join as a reference row (LDMs add theirs)
-            log: bool = True) -> dict:
+            reconstruction: nn.Module | dict | None = None, # an LFDM whose LFAE reconstructions join as a reference row (or a dict
+                                                             # row name → LFDM); LDMs add their auto-encoder's
+            log: bool = True,
+            source_cls: type = ProceduralActions, # the clip source of the held-out clips (`InkActions`: the new domain of section 9)
+           ) -> dict:
     """Every model generates from the same held-out first frames and classes; each set is scored by 10_eval's protocol (accuracy,
-    classifier FVD, cFVD, sFVD, KID) and by the appearance PSNRs over the exact masks, per frame. Returns scores and the clips."""
+    classifier FVD, cFVD, sFVD, KID) and by the appearance PSNRs over the exact masks, per frame; LFDM rows add 10_eval's identity
+    scores (frame 0 and warped PSNR). Returns scores and the clips."""
     say = print if log else (lambda *a, **k: None)
     clf = classifier if isinstance(classifier, MotionClassifier) else load_motion_classifier(classifier)
-    real, reference = evaluation_clips(n_per_class, 64, 16, ACTIONS, seed=data_seed)
-    source = ProceduralActions(num_clips=int(real["index"].max()) + 1, size=64, split="test", seed=data_seed)
+    real_idx, ref_idx = evaluation_indices(n_per_class)                   # as `evaluation_clips`, for any source of procedural subjects
+    source = source_cls(num_clips=ref_idx[-1] + 1, size=64, split="test", seed=data_seed, num_appearances=64)
+    real, reference = render_clips(source, real_idx, 16), render_clips(source, ref_idx, 16)
     masks = appearance_masks(source, real["index"].tolist())
     reference["features"], _ = classify(clf, reference["video"])
     images, labels = as_float_video(real["video"][:, :, 0]), real["label"]
-    clips, seconds = {"real": as_float_video(real["video"])}, {}
-    if exists(reconstruction): clips["LFAE reconstruction"] = reconstruct_clips(reconstruction, real["video"], batch_size)[0]
+    clips, seconds, states = {"real": as_float_video(real["video"])}, {}, {}
+    recon = reconstruction if isinstance(reconstruction, dict) else {"LFAE reconstruction": reconstruction} if exists(reconstruction) else {}
+    for name, m in recon.items(): clips[name] = reconstruct_clips(m, real["video"], batch_size)[0]
     for name, m in models.items():                                 # LDM's ceiling: its auto-encoder's reconstruction of the real clips
         if arm_of(m) == "ldm": clips[f"{name}'s auto-encoder reconstruction"] = m.decode(m.encode_videos(real["video"])).cpu()
     for name, m in models.items():
-        clips[name], seconds[name] = generate_with(m, images, labels, steps, guidance, eta, seed, batch_size)
+        if isinstance(m, LFDM): clips[name], seconds[name], states[name] = generate_with(m, images, labels, steps, guidance, eta, seed, batch_size, states=True)
+        else: clips[name], seconds[name] = generate_with(m, images, labels, steps, guidance, eta, seed, batch_size)
         say(f"{name}: {len(images)} clips in {seconds[name] * len(images):.0f} s")
     result = dict(settings=dict(n_per_class=n_per_class, clips=len(images), steps=steps, guidance=guidance, eta=eta, seed=seed,
-                                data_seed=data_seed), rows={})
+                                data_seed=data_seed, source=source_cls.__name__), rows={})
     for name, v in clips.items():
         feats, logits = classify(clf, v)
         s = _set_scores(reference, feats, logits, labels, real["appearance"], seed)
@@ -577,6 +596,7 @@ def compare(models: dict, # name → LFDM or VideoDiffusion (e.g. {'LFDM': ..., 
         s.update(psnr_background=bg.nanmean(0).tolist(), psnr_still=still.nanmean(0).tolist(),
                  psnr_background_mean=float(bg[:, 1:].nanmean()), psnr_still_mean=float(still[:, 1:].nanmean()),
                  seconds_per_video=seconds.get(name))
+        if name in states: s["identity"] = {k: float(x.mean()) for k, x in identity_metrics(v, images, states[name]).items()}
         result["rows"][name] = s
     result["clips"], result["labels"] = clips, labels
     return result
@@ -697,6 +717,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--eta", type=float, default=1.0, help="DDIM's η for every model (the bundled LFDM's: 1)")
     e.add_argument("--no-anchor", action="append", default=[], metavar="NAME",
                    help="sample the LFDM named NAME without anchoring frame 0 (its own frame 0, as the DM generated it; repeatable)")
+    e.add_argument("--domain", default="procedural", help="the held-out clips' domain: procedural (the training domain) or ink (section 9's new one)")
+    e.add_argument("--decoder", action="append", default=[], metavar="NAME=LFAE",
+                   help="give the LFDM named NAME the decoder of LFAE (a `lfdm finetune-decoder` checkpoint of that model's LFAE); repeatable")
+    d = sub.add_parser("domain-data", help="render a domain's clips as unlabeled GIFs for `lfdm finetune-decoder --data OUT`")
+    d.add_argument("out", help="the folder to create")
+    d.add_argument("--domain", default="ink")
+    d.add_argument("--clips", type=int, default=512)
+    d.add_argument("--split", default="train", choices=("train", "test"))
+    d.add_argument("--seed", type=int, default=0)
     g = sub.add_parser("merge", help="merge eval folders into one table (comparison.json / .md) with side-by-side GIFs per class")
     g.add_argument("folders", nargs="+", help="folders written by eval (the same clips, seeds and steps)")
     g.add_argument("--out", required=True, help="folder for the merged comparison.json, comparison.md and gifs/<class>.gif")
@@ -725,6 +754,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "cost":
             print(json.dumps(measure_cost(a.model, a.steps, a.batch, repeats=a.repeats)))
             return 0
+        if a.command == "domain-data":
+            out = write_domain_clips(a.out, a.domain, a.clips, a.split, a.seed)
+            print(f"wrote {a.clips} {a.domain} clips ({a.split} split) to {out / a.domain}")
+            return 0
         if a.command == "merge":
             res = merge_comparisons(a.folders)
             out = Path(a.out)
@@ -749,9 +782,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in a.no_anchor:
             if not isinstance(models.get(name), LFDM): raise InputError(f"--no-anchor {name}: no LFDM of that name among {', '.join(models)}.")
             models[name].config.anchor_first_frame = False
-        lfdms = [m for m in models.values() if isinstance(m, LFDM)]
+        if a.domain not in DOMAINS: raise InputError(f"Unknown domain {a.domain!r}; known: {', '.join(DOMAINS)}.")
+        for item in a.decoder:
+            name, _, path = item.partition("=")
+            if not isinstance(models.get(name), LFDM): raise InputError(f"--decoder {item}: give it as NAME=LFAE for an LFDM among {', '.join(models)}.")
+            models[name] = with_decoder(models[name], path)
+        lfdms = {k: m for k, m in models.items() if isinstance(m, LFDM)}
+        recon = {f"LFAE reconstruction ({k})": m for k, m in lfdms.items()} if a.decoder else next(iter(lfdms.values()), None)
         res = compare(models, a.clips_per_class, a.steps, a.guidance, a.eta, seed=a.seed, data_seed=a.data_seed,
-                      reconstruction=lfdms[0] if lfdms else None)
+                      reconstruction=recon, source_cls=DOMAINS[a.domain])
+        res["domain"] = a.domain
+        if a.decoder or a.domain != "procedural":                   # claim 4: stage one in the new domain and in the old one
+            res["stage1"] = dict(clips=32, **{d: jsonable(domain_stage1(lfdms, DOMAINS[d], 32, data_seed=a.data_seed))
+                                               for d in dict.fromkeys((a.domain, "procedural"))})
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         table = {k: v for k, v in res.items() if k not in ("clips", "labels")}
@@ -763,10 +806,150 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(out / "clips.pt") as tmp:
             torch.save(dict(clips={k: (v * 255).round().to(torch.uint8) for k, v in res["clips"].items()}, labels=res["labels"]), tmp)
         print(format_comparison(res))
+        if "stage1" in res:
+            with atomic_write(out / "domain.md") as tmp: tmp.write_text(format_domain(res, list(lfdms)) + "\n")
+            print(format_domain(res, list(lfdms)))
         return 0
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+# %% ../nbs/13_claims.ipynb #5f530575
+PAPER, INK = (0.95, 0.92, 0.84), (0.12, 0.12, 0.20)      # the new domain's two colours: warm paper, blue-black ink
+
+def part_outlines(parts: torch.Tensor, # `F H W` front part per pixel (-1: background), as `ProceduralActions.read` gives
+                 ) -> torch.Tensor:
+    "`F H W` bool: the pixels with another label among their four neighbours (the figure's contour and the seams between parts)."
+    p = F.pad(parts[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+    c = p[:, 1:-1, 1:-1]
+    return (p[:, :-2, 1:-1] != c) | (p[:, 2:, 1:-1] != c) | (p[:, 1:-1, :-2] != c) | (p[:, 1:-1, 2:] != c)
+
+class InkActions(ProceduralActions):
+    """The same subjects, actions and exact flows as `ProceduralActions`, drawn in ink on paper: a warm paper background with a fixed
+    grain, each part a pale wash of its colour (no texture), and blue-black outlines. A domain the LFAE never saw."""
+    def read(self, i: int, frames: Sequence[float] | None = None, with_flow: bool = True, size: int | None = None) -> dict[str, torch.Tensor]:
+        "As `ProceduralActions.read` (flow, occlusion and parts unchanged), with the video redrawn in ink."
+        out = super().read(i, frames, with_flow, size)
+        parts, n = out["parts"], out["video"].shape[-1]
+        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + self._split_code * 10_007 + self.appearance_id(i))
+        paper = torch.tensor(PAPER)[:, None, None] + 0.03 * torch.randn(1, n, n, generator=g)          # static: the background does not move
+        wash = 0.55 * torch.tensor(PAPER) + 0.45 * torch.as_tensor(self.appearance(i).colours, dtype=torch.float32)   # P 3
+        video = torch.where((parts >= 0)[None], wash[parts.clamp(min=0)].permute(3, 0, 1, 2), paper[:, None])
+        video = torch.where(part_outlines(parts)[None], torch.tensor(INK)[:, None, None, None], video)
+        out["video"] = video.clamp(0, 1).contiguous()
+        return out
+
+DOMAINS = {"procedural": ProceduralActions, "ink": InkActions}    # the clip sources `compare` and `write_domain_clips` know
+
+def write_domain_clips(out: str | Path, # the folder to create: OUT/<domain>/<split>_<i>.gif (no class names: unlabeled videos)
+                       domain: str = "ink", # a key of `DOMAINS`
+                       num_clips: int = 512, # clips to render (all classes, in turn)
+                       split: str = "train", # 'train' (for fine-tuning) or 'test' (held-out subjects)
+                       seed: int = 0, size: int = 64, length: int = 32,
+                      ) -> Path:
+    "Render a domain's clips as GIFs, unlabeled (one sub-folder), ready for `lfdm finetune-decoder --data OUT`. Returns `out`."
+    if domain not in DOMAINS: raise InputError(f"Unknown domain {domain!r}; known: {', '.join(DOMAINS)}.")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} already exists and is not an empty folder; choose a new folder (nothing was written).")
+    src = DOMAINS[domain](num_clips=check_int(num_clips, "num_clips", 1), size=size, length=length, seed=seed, split=split)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")                     # this process's own: never another's
+    try:
+        (tmp / domain).mkdir(parents=True)
+        for i in range(len(src)):
+            write_video(src.read(i, with_flow=False)["video"], tmp / domain / f"{split}_{i:05d}.gif", fps=8)
+        if out.exists(): out.rmdir()                                              # empty (checked above)
+        tmp.rename(out)
+    except BaseException:                                                         # a full disk, Ctrl-C: no half folder left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+# %% ../nbs/13_claims.ipynb #ff998aa3
+DECODER_PARTS = ("generator.bottleneck.", "generator.up_blocks.", "generator.final.")   # what `lfdm finetune-decoder` trains
+
+def save_decoder(lfae: LFAE, # a fine-tuned LFAE
+                 path: str | Path, # the file (written atomically)
+                ) -> Path:
+    "Only the decoder's weights (`DECODER_PARTS`, 1.0 M of the tiny LFAE's 2.6 M), as a checkpoint of kind 'lfae_decoder'."
+    return save_checkpoint(path, "lfae_decoder", lfae.config, {k: v for k, v in lfae.state_dict().items() if k.startswith(DECODER_PARTS)})
+
+def with_decoder(model: LFDM, # the LFDM whose DM is kept
+                 lfae: str | Path | LFAE, # an LFAE, its checkpoint from `lfdm finetune-decoder --lfae <model's checkpoint>`, or a `save_decoder` file
+                ) -> LFDM:
+    """A copy of `model` whose LFAE decoder is `lfae`'s. Everything else of `lfae` (encoder, flow predictor) must equal the model's:
+    the DM generates in the features and flows of those, so another encoder would silently break it."""
+    ours = model.lfae.state_dict()
+    ck = None if isinstance(lfae, LFAE) else load_checkpoint(lfae)
+    if ck is not None and ck["kind"] == "lfae_decoder":
+        dec = {k for k in ours if k.startswith(DECODER_PARTS)}
+        if set(ck["state_dict"]) != dec: raise InputError(f"{lfae} is the decoder of another LFAE architecture than the model's.")
+        theirs = {**ours, **ck["state_dict"]}
+    else:
+        theirs = (lfae if isinstance(lfae, LFAE) else load_lfae(lfae)).state_dict()
+        if ours.keys() != theirs.keys(): raise InputError(f"{lfae} is an LFAE of another architecture than the model's; fine-tune the model's own LFAE.")
+    changed = [k for k in ours if not k.startswith(DECODER_PARTS) and not torch.equal(ours[k], theirs[k].to(ours[k].device))]
+    if changed:
+        raise InputError(f"{lfae} differs from the model's LFAE outside the decoder ({len(changed)} tensors, e.g. {changed[0]}): the DM was "
+                         "trained on the model's encoder and flows. Fine-tune with `lfdm finetune-decoder --lfae <this model's checkpoint>`.")
+    out = copy.deepcopy(model)
+    _load_state(out.lfae, theirs, lfae if ck is not None else "the given LFAE")
+    return out.eval()
+
+@torch.no_grad()
+def decoder_drawn(lfae: LFAE, # a stage-one model
+                  source, # a clip source (test split)
+                  num_clips: int = 32, frames: int = 8, # frames 1.. of each clip reconstructed from frame 0, as `evaluate_lfae`
+                  batch_size: int = 32) -> dict[str, float]:
+    """What the decoder itself draws. The LFAE's output is `m · warp(image) + (1 - m) · decoder` (05_lfae), so the decoder only paints
+    where the occlusion m is low: its `share` (mean 1 - m) and the PSNR over the pixels with m < 0.5 (`psnr`: frames with none skipped)."""
+    times = np.linspace(0, source.length(0) - 1, frames)
+    items = [source.read(i, times, with_flow=False) for i in range(min(num_clips, len(source)))]
+    src = torch.cat([it["video"][:, :1].expand(-1, frames - 1, -1, -1).transpose(0, 1) for it in items])
+    drv = torch.cat([it["video"][:, 1:].transpose(0, 1) for it in items])
+    device, share, scores = next(lfae.parameters()).device, [], []
+    for j in range(0, len(src), batch_size):
+        s, d = src[j:j + batch_size].to(device), drv[j:j + batch_size].to(device)
+        out = lfae(s, d)
+        m = resize_occlusion(out.occlusion, tuple(d.shape[-2:]))
+        hidden = (m < 0.5).float()
+        share.append((1 - m).flatten(1).mean(1).cpu())
+        scores.append(psnr(out.generated, d, hidden)[hidden.flatten(1).sum(1) > 0].cpu())
+    return dict(share=float(torch.cat(share).mean()), psnr=float(torch.cat(scores).mean()))
+
+def domain_stage1(models: dict, # name → LFDM (or LFAE)
+                  source_cls: type = InkActions, # the domain's clip source
+                  num_clips: int = 32, frames: int = 8, data_seed: int = 0) -> dict:
+    """Each model's LFAE on held-out clips of a domain: 05's reconstruction scores (`evaluate_lfae`: the LFAE's own flow vs copy vs
+    pixel warp by the exact flow) and, under 'decoder', `decoder_drawn`."""
+    src = source_cls(num_clips=num_clips, size=64, split="test", seed=data_seed)
+    out = {}
+    for name, m in models.items():
+        lfae = m.lfae if isinstance(m, LFDM) else m
+        out[name] = dict(evaluate_lfae(lfae, src, num_clips, frames), decoder=decoder_drawn(lfae, src, num_clips, frames))
+    return out
+
+def format_domain(result: dict, # `compare` on a domain, with 'stage1' (per domain name: `domain_stage1`) and 'minutes' of fine-tuning
+                  names: Sequence[str], # the LFDM rows, in order (e.g. before, after)
+                 ) -> str:
+    "Claim 4's before/after table: stage one's reconstruction in the new and the old domain, then 10_eval's scores of generated clips."
+    st, s1 = result["settings"], result["stage1"]
+    old, new = "procedural", result["domain"]
+    lines = [f"{st['clips']} held-out clips of {new} ({st['n_per_class']} per class), DDIM {st['steps']} steps; reconstruction: "
+             f"{s1['clips']} held-out clips, frames 1-7 from frame 0.", "",
+             f"| decoder | reconstruction PSNR, {new} ↑ | decoder-drawn PSNR, {new} ↑ | reconstruction PSNR, procedural ↑ | "
+             "decoder-drawn PSNR, procedural ↑ | warped PSNR ↑ | accuracy ↑ | classifier FVD ↓ | cFVD ↓ | sFVD ↓ |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        r, i = result["rows"][name], result["rows"][name]["identity"]
+        a, b = s1[new][name], s1[old][name]
+        lines.append(f"| {name} | {a['lfae']['psnr']:.2f} dB | {a['decoder']['psnr']:.2f} dB | {b['lfae']['psnr']:.2f} dB | "
+                     f"{b['decoder']['psnr']:.2f} dB | {i['psnr_warped']:.2f} dB | {100 * r['accuracy']:.1f} % | {r['classifier_fvd']:.2f} | "
+                     f"{r['cfvd'][0]:.2f} | {r['sfvd'][0]:.2f} |")
+    r = result["rows"]["real"]
+    lines.append(f"| (real {new} clips) | – | – | – | – | – | {100 * r['accuracy']:.1f} % | {r['classifier_fvd']:.2f} | {r['cfvd'][0]:.2f} | "
+                 f"{r['sfvd'][0]:.2f} |")
+    return "\n".join(lines)
 
 # %% ../nbs/13_claims.ipynb #a892fd3d
 #| eval: false

