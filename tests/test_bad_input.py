@@ -98,7 +98,7 @@ def has_option(command: str, option: str) -> bool:
 
 # ---------------------------------------------------------------- fixtures (built once)
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def files(tmp_path_factory):
     "Broken and unusual files of every kind, in one folder."
     d = tmp_path_factory.mktemp("files")
@@ -130,7 +130,7 @@ def files(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model():
     return load_lfdm(BUNDLED)
 
@@ -718,7 +718,7 @@ CONSOLE = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console(files, tmp_path_factory):
     "Run the console-script cases at the same time (each pays for importing torch): name -> (exit code, stderr, tmp)."
     assert LFDM_BIN.exists(), f"no console script at {LFDM_BIN}: install lfdm (pip install -e .) in this environment"

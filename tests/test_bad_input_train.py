@@ -59,7 +59,7 @@ def write_lock(run: Path, pid: int, host: str | None = None):
     (run / ".lock").write_text(json.dumps(dict(pid=pid, host=host or socket.gethostname())))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished(tmp_path_factory):
     "A finished two-step LFAE run (lfae.lr=1e-3, not the preset's), to copy."
     run = tmp_path_factory.mktemp("finished") / "run"

@@ -100,7 +100,7 @@ def _chromium():
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium():
     "The Chromium binary; the one reason to skip (before JupyterLab starts) is that there is none."
     exe = _chromium()
@@ -110,7 +110,7 @@ def chromium():
     return exe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(chromium):
     try: from playwright.sync_api import sync_playwright
     except ImportError as e:
@@ -135,7 +135,7 @@ def _log_tail(log: Path, n: int = 3000) -> str:
     return log.read_text(errors="replace")[-n:] if log.exists() else "(no log)"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab(tmp_path_factory, chromium):
     "JupyterLab serving a scratch copy of nbs/ and data_samples/; yields (base url, token, nbs folder of the copy, its log)."
     base = tmp_path_factory.mktemp("lab")

@@ -39,7 +39,7 @@ def test_fixture_files_match_their_sha256():
         assert hashlib.sha256(data).hexdigest() == digest, name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     "The fixture's two files converted to an lfdm checkpoint (64² frames, 8 frames per clip) and loaded back."
     out = convert_official(FIXTURE / "RegionMM_small.pth", FIXTURE / "flowdiff_small.pth",
@@ -47,12 +47,12 @@ def converted(tmp_path_factory):
     return load_lfdm(out)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def release():
     return _load("outputs.pt")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ours(converted, release):
     "Every stage recomputed by the converted model, with 1 thread (as the release's numbers were computed)."
     threads = torch.get_num_threads()

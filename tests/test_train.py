@@ -57,7 +57,7 @@ def wait_for_checkpoint(proc, run_dir, timeout=300):
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     "An uninterrupted 12-step LFAE run (checkpoint every 2 steps)."
     d = tmp_path_factory.mktemp("reference")
@@ -81,7 +81,7 @@ def test_sigkill_then_resume_is_exact(tmp_path, reference):
     print(f"killed after step {lost}; resumed to 12; identical to the uninterrupted run")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dm_reference(tmp_path_factory, reference):
     "An uninterrupted 12-step DM run on the reference LFAE (checkpoint every 2 steps)."
     d = tmp_path_factory.mktemp("dm_reference")
