@@ -258,8 +258,9 @@ def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
 
 def _video_frames(path: Path, # a video file
                   upto: int | None = None, # decode only frames 0..upto (ffmpeg formats); None: all
-                 ) -> np.ndarray:
-    "Frames of a video file as `f h w 3` uint8, all of them or the first `upto + 1`."
+                  keep: set[int] | None = None, # ffmpeg formats: hold only these frames (the others are decoded and dropped); None: all
+                 ) -> tuple[np.ndarray, list[int], int]:
+    "The frames held, `k h w 3` uint8; their indices in the file; and the number of frames decoded (all, or the first `upto + 1`)."
     _check_video_file(path)
     try:
         if path.suffix.lower() == ".gif":
@@ -268,19 +269,22 @@ def _video_frames(path: Path, # a video file
             _check_pixels(path, "Video", shown * w * h, "video_pixels", f"{shown:,} frames (after frame delays) of {w} x {h}")
             a = np.asarray(iio.imread(path, index=None, mode="RGB", plugin="pillow"))   # no fallback plugins: their errors hide Pillow's
             if exists(repeats) and len(repeats) == len(a): a = np.repeat(a, repeats, axis=0)
+            kept, n = list(range(len(a))), len(a)
         else:
-            a, pixels = [], 0
+            w, h = iio.immeta(path, plugin="FFMPEG").get("size") or (0, 0)   # the header's frame size: a huge frame is refused undecoded
+            if w * h: _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
+            a, kept, n, pixels = [], [], 0, 0
             for i, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):   # streams: stops after the last frame needed
-                a.append(np.asarray(frame)); pixels += a[-1].shape[0] * a[-1].shape[1]
-                _check_pixels(path, "Video", pixels, "video_pixels", f"more than {i + 1:,} frames of {a[-1].shape[1]} x {a[-1].shape[0]}")
+                n, pixels = i + 1, pixels + frame.shape[0] * frame.shape[1]
+                _check_pixels(path, "Video", pixels, "video_pixels", f"more than {i + 1:,} frames of {frame.shape[1]} x {frame.shape[0]}")
+                if keep is None or i in keep: a.append(np.asarray(frame)); kept.append(i)    # memory: only the frames asked for
                 if exists(upto) and i >= upto: break
             a = np.stack(a) if a else np.zeros((0, 1, 1, 3), np.uint8)
     except InputError: raise
     except Exception as e:  # imageio raises many types (OSError, RuntimeError, ValueError, ...) for broken files
         raise InputError(f"Cannot read video {path} ({_short(e)}). Is it a valid, complete video?") from e
-    a = _as_rgb_uint8(a)
-    if a.shape[0] == 0: raise InputError(f"Video {path} has no readable frames.")
-    return a
+    if n == 0: raise InputError(f"Video {path} has no readable frames.")
+    return _as_rgb_uint8(a), kept, n
 
 def count_frames(path: str | Path, # a video file or a folder of frames
                 ) -> int:
@@ -299,6 +303,15 @@ def count_frames(path: str | Path, # a video file or a folder of frames
     if n < 1: raise InputError(f"Video {path} has no readable frames.")
     return n
 
+def _frame_indices(frames, path) -> list[int] | None:
+    "`frames` as a list of ints (numpy integers too), or an `InputError` naming the first entry that is not one (1.5, '3', True)."
+    if frames is None: return None
+    try: idx = list(frames)
+    except TypeError: raise InputError(f"frames must be a list of frame indices of {path}, got {frames!r}.") from None
+    bad = [i for i in idx if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_))]
+    if bad: raise InputError(f"Frame indices of {path} must be integers, got {bad[0]!r}.")
+    return [int(i) for i in idx]
+
 def read_video(path: str | Path, # a video file (gif, mp4, avi, ...) or a folder of frame images
                size: int | tuple[int, int] | None = None, # output (h, w) or side; None keeps the clip's size
                fit: str = "crop", # 'crop', 'pad' or 'stretch', as in `load_image`
@@ -306,10 +319,11 @@ def read_video(path: str | Path, # a video file (gif, mp4, avi, ...) or a folder
               ) -> torch.Tensor:
     "A clip as RGB float32 `3 f h w` in [0, 1]. Only the frames asked for are loaded (videos: decoded up to the last one)."
     path = Path(path)
+    frames = _frame_indices(frames, path)
     if path.is_dir():
         files = list_frames(path)
         if not files: raise InputError(f"Frame folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        idx = list(range(len(files))) if frames is None else list(frames)
+        idx = list(range(len(files))) if frames is None else frames
         _check_indices(idx, len(files), path)
         cache: dict[int, torch.Tensor] = {}
         for i in dict.fromkeys(idx): cache[i] = load_image(files[i], warn=False)
@@ -317,12 +331,14 @@ def read_video(path: str | Path, # a video file (gif, mp4, avi, ...) or a folder
         if len(shapes) > 1: raise InputError(f"Frames in {path} have different sizes {sorted(shapes)}; a clip needs one frame size.")
         x = torch.stack([cache[i] for i in idx], dim=1)
     else:
-        idx = None if frames is None else list(frames)
-        upto = None if idx is None or path.suffix.lower() == ".gif" or any(i < 0 for i in idx) else max(idx, default=0)
-        a = _video_frames(path, upto)
-        if idx is None: idx = list(range(len(a)))
-        _check_indices(idx, len(a), path)     # a short video decodes fully, so len(a) is then its true length
-        x = torch.from_numpy(a[idx]).permute(3, 0, 1, 2).float() / 255.0
+        idx = frames
+        plain = idx is not None and all(i >= 0 for i in idx)          # negative indices count from the end: every frame is needed
+        upto = max(idx, default=0) if plain and path.suffix.lower() != ".gif" else None
+        a, kept, n = _video_frames(path, upto, set(idx) if plain and idx else None)
+        if idx is None: idx = list(range(n))
+        _check_indices(idx, n, path)          # a short video decodes fully, so n is then its true length
+        at = {k: j for j, k in enumerate(kept)}
+        x = torch.from_numpy(a[[at[i % n] for i in idx]]).permute(3, 0, 1, 2).float() / 255.0
     size = _as_size(size)
     if exists(size) and tuple(x.shape[-2:]) != size:
         x = _fit_square(x.transpose(0, 1), size, fit).transpose(0, 1).contiguous()
