@@ -831,7 +831,7 @@ class InkActions(ProceduralActions):
         "As `ProceduralActions.read` (flow, occlusion and parts unchanged), with the video redrawn in ink."
         out = super().read(i, frames, with_flow, size)
         parts, n = out["parts"], out["video"].shape[-1]
-        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + self._split_code * 10_007 + self.appearance_id(i))
+        g = torch.Generator().manual_seed((int(self.seed) * 1_000_003 + self._split_code * 10_007 + self.appearance_id(i)) % 2 ** 63)
         paper = torch.tensor(PAPER)[:, None, None] + 0.03 * torch.randn(1, n, n, generator=g)          # static: the background does not move
         wash = 0.55 * torch.tensor(PAPER) + 0.45 * torch.as_tensor(self.appearance(i).colours, dtype=torch.float32)   # P 3
         video = torch.where((parts >= 0)[None], wash[parts.clamp(min=0)].permute(3, 0, 1, 2), paper[:, None])
@@ -852,7 +852,7 @@ def write_domain_clips(out: str | Path, # the folder to create: OUT/<domain>/<sp
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; choose a new folder (nothing was written).")
-    src = DOMAINS[domain](num_clips=check_int(num_clips, "num_clips", 1), size=size, length=length, seed=seed, split=split)
+    src = DOMAINS[domain](num_clips=check_int(num_clips, "num_clips", 1), size=size, length=length, seed=check_int(seed, "seed", 0), split=split)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")                     # this process's own: never another's
     try:
         (tmp / domain).mkdir(parents=True)
