@@ -62,7 +62,9 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
                    ) -> dict:
     "Read a checkpoint safely (`weights_only=True`, on the CPU) and check it is one of ours, of the expected `kind`."
     path = Path(path)
-    if not path.is_file(): raise InputError(f"Checkpoint {path} does not exist. Train one (lfdm train-*) or use a bundled one in data_samples/.")
+    if not path.exists(): raise InputError(f"Checkpoint {path} does not exist. Train one (lfdm train-*) or use a bundled one in data_samples/.")
+    if path.is_dir(): raise InputError(f"Checkpoint {path} is a folder; give the checkpoint file in it (e.g. {path}/checkpoints/best.pt of a run).")
+    if not path.is_file(): raise InputError(f"Checkpoint {path} is not a regular file (a device, pipe or socket); give a checkpoint file.")
     if path.stat().st_size == 0: raise InputError(f"Checkpoint {path} is empty (0 bytes): the save that wrote it did not finish.")
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

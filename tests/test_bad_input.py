@@ -425,7 +425,7 @@ def test_apply_overrides_names_the_problem(item, needles):
 
 BAD_CHECKPOINTS = [
     ("missing.pt", ["does not exist", "missing.pt"]),
-    ("empty_folder", ["does not exist", "empty_folder"]),
+    ("empty_folder", ["is a folder; give the checkpoint file in it", "empty_folder"]),
     ("zero.pt", ["empty (0 bytes)", "zero.pt"]),
     ("lfae_truncated.pt", ["cannot be read", "truncated", "lfae_truncated.pt"]),
     ("lfdm_truncated.pt", ["cannot be read", "truncated", "lfdm_truncated.pt"]),
