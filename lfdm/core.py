@@ -50,14 +50,19 @@ def default(val, d):
 def get_device(device: str | torch.device | None = None, # an explicit choice: 'cpu', 'cuda', 'cuda:1', 'mps'
               ) -> torch.device:
     "The device to use: `device` if given, else `$LFDM_DEVICE`, else CUDA, MPS or CPU, whichever is available first."
+    src, fix = ("", "use 'cpu'") if exists(device) else (" (from the environment variable LFDM_DEVICE)", "unset LFDM_DEVICE or set it to 'cpu'")
     device = default(device, os.environ.get("LFDM_DEVICE") or None)
     if exists(device):
+        kinds = "use 'cpu', 'cuda', 'cuda:N' or 'mps'"
         try: device = torch.device(device)
-        except RuntimeError as e: raise InputError(f"Unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'.") from e
+        except (RuntimeError, TypeError) as e: raise InputError(f"Unknown device {device!r}{src}: {kinds}.") from e
+        if device.type not in ("cpu", "cuda", "mps"): raise InputError(f"Device {device}{src} is not one lfdm runs on: {kinds}.")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"Device {device} was asked for, but CUDA is not available here; use 'cpu'.")
+            raise InputError(f"Device {device} was asked for{src}, but CUDA is not available here; {fix}.")
+        if device.type == "cuda" and exists(device.index) and device.index >= torch.cuda.device_count():
+            raise InputError(f"Device {device} was asked for{src}, but this machine has {torch.cuda.device_count()} CUDA device(s); {fix}.")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise InputError(f"Device {device} was asked for, but MPS is not available here; use 'cpu'.")
+            raise InputError(f"Device {device} was asked for{src}, but MPS is not available here; {fix}.")
         return device
     if torch.cuda.is_available(): return torch.device("cuda")
     if torch.backends.mps.is_available(): return torch.device("mps")
