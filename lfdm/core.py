@@ -276,14 +276,16 @@ def _video_frames(path: Path, # a video file
             if exists(repeats) and len(repeats) == len(a): a = np.repeat(a, repeats, axis=0)
             kept, n = list(range(len(a))), len(a)
         else:
-            w, h = iio.immeta(path, plugin="FFMPEG").get("size") or (0, 0)   # the header's frame size: a huge frame is refused undecoded
-            if w * h: _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
             a, kept, n, pixels = [], [], 0, 0
-            for i, frame in enumerate(iio.imiter(path, plugin="FFMPEG")):   # streams: stops after the last frame needed
-                n, pixels = i + 1, pixels + frame.shape[0] * frame.shape[1]
-                _check_pixels(path, "Video", pixels, "video_pixels", f"more than {i + 1:,} frames of {frame.shape[1]} x {frame.shape[0]}")
-                if keep is None or i in keep: a.append(np.asarray(frame)); kept.append(i)    # memory: only the frames asked for
-                if exists(upto) and i >= upto: break
+            with iio.imopen(path, "r", plugin="FFMPEG") as f:
+                reader = f.legacy_get_reader()     # one ffmpeg process, header first (v3's `metadata()` would probe the file again)
+                w, h = reader.get_meta_data().get("size") or (0, 0)        # the header's frame size: a huge frame is refused undecoded
+                if w * h: _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
+                for i, frame in enumerate(reader):                          # streams: stops after the last frame needed
+                    n, pixels = i + 1, pixels + frame.shape[0] * frame.shape[1]
+                    _check_pixels(path, "Video", pixels, "video_pixels", f"more than {i + 1:,} frames of {frame.shape[1]} x {frame.shape[0]}")
+                    if keep is None or i in keep: a.append(np.asarray(frame)); kept.append(i)   # memory: only the frames asked for
+                    if exists(upto) and i >= upto: break
             a = np.stack(a) if a else np.zeros((0, 1, 1, 3), np.uint8)
     except InputError: raise
     except Exception as e:  # imageio raises many types (OSError, RuntimeError, ValueError, ...) for broken files
