@@ -270,7 +270,7 @@ def _check_options(args):
     "The checks of each command that need no model or data: ranges of numbers and output paths. Raise `InputError`."
     if args.command == "make-dataset":
         _check_dataset_folder(args.out)
-        check_int(args.clips, "num_clips", 1)                      # the words make_dataset itself uses for 0 clips ...
+        check_int(args.clips, "num_clips", 1, None)                    # the words make_dataset itself uses for 0 clips ...
         check_int(args.clips, "num_clips (--clips)", 1, 1_000_000)  # ... then a generous upper bound
         check_int(args.size, "size (--size)", 8, 512); check_int(args.length, "length (--length)", 2, 256)
         check_seed(args.seed)

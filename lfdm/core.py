@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'LIMITS', 'MAX_SIDE', 'FPS_RANGE', 'GIF_MAX_FPS', 'RANGE_TOLERANCE',
-           'PIPELINE', 'InputError', 'exists', 'default', 'get_device', 'seed_everything', 'check_shape',
-           'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video', 'check_int',
-           'check_number', 'check_seed', 'check_fps', 'check_output_path', 'atomic_write', 'to_uint8_frames',
-           'write_video', 'coordinate_grid', 'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow',
-           'show_grid', 'show_video', 'figure_png', 'explorer', 'pipeline_diagram', 'slow_cell_transformer',
-           'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
+__all__ = ['LIMITS', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'INT_MAX', 'SEED_MAX', 'FPS_RANGE', 'GIF_MAX_FPS',
+           'TEMP_MARK', 'RANGE_TOLERANCE', 'PIPELINE', 'InputError', 'exists', 'default', 'get_device',
+           'seed_everything', 'check_shape', 'over_limit', 'autocast_off', 'model_cost', 'check_model_cost',
+           'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video', 'int_problem',
+           'number_problem', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
+           'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'displacement_to_rgb', 'color_wheel',
+           'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png', 'explorer', 'pipeline_diagram',
+           'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -98,23 +99,78 @@ def check_shape(x, # the tensor (anything with `.shape`)
         if not ax.isdigit(): found[ax] = n
     return found
 
-# %% ../nbs/00_core.ipynb #da23d40f
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # still frames; a .gif is read as a video
-VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-# What one input may cost before lfdm refuses it: a file of a few bytes can claim a huge picture (a 131-byte PNG of 1 x 12000 pixels,
-# a 1 KB GIF whose one frame lasts ten minutes). Checked from the file's header, before anything is decoded. A user who means it
-# raises the limit: `lfdm.core.LIMITS["image_pixels"] = 200_000_000`.
+# %% ../nbs/00_core.ipynb #92dbb4a4
+import contextlib
+# One table of what an input may cost before lfdm refuses it (see the prose above). Read when a check runs, so a change applies at once.
 LIMITS = dict(
-    image_pixels=50_000_000,     # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB
-    video_pixels=400_000_000,    # pixels of all the frames of one clip, after a GIF's frame delays are expanded (e.g. 6,100 frames of 256²)
+    image_pixels=50_000_000,          # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB
+    video_pixels=400_000_000,         # pixels of all the frames of one clip, after a GIF's frame delays are expanded (6,100 frames of 256²)
+    model_parameters=1_000_000_000,   # weights of one model a stored config builds: 4 GB as float32 (the paper's LFAE: 66 M, U-Net: 43 M)
+    activation_bytes=32 * 2 ** 30,    # bytes one sample's forward pass writes (`model_cost`): the paper's U-Net 2.1 GB, its LFAE 0.12 GB
+    checkpoint_bytes=16 * 2 ** 30,    # a checkpoint's contents once decompressed (the paper's two stages with optimiser state: ~1.3 GB)
+    checkpoint_expansion=4.0,         # decompressed / file size: torch stores tensors uncompressed (about 1); a zip bomb is far above
+    timesteps=10_000,                 # T of a diffusion schedule (the paper's: 1,000)
+    sampling_steps=1_000,             # denoising steps a stored config asks for (DDPM over the paper's T = 1,000; DDIM uses 10 to 100)
 )
 
+def over_limit(value, # the cost of the input (a number)
+               limit: str, # its key in `LIMITS`
+               what: str, # what costs it, e.g. "Checkpoint run.pt: its stored U-Net"
+               detail: str = "", # how the cost was reached, e.g. "dim 4096 x (1, 2, 4, 8)"
+               fix: str = "use a smaller one", # what the user can do instead
+              ) -> None:
+    "Refuse an input whose cost `value` exceeds `LIMITS[limit]`, naming it, its cost, the limit, how to raise it and what else to do."
+    if value <= LIMITS[limit]: return
+    shown = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:,.3g}"
+    raise InputError(f"{what} is too large: {detail + ' gives ' if detail else ''}{shown(value)} {limit.replace('_', ' ')}, over lfdm's "
+                     f"limit of {shown(LIMITS[limit])} (lfdm.core.LIMITS['{limit}']): {fix}, or raise that limit if you mean it.")
+
 def _check_pixels(path, what: str, pixels: int, limit: str, detail: str) -> None:
-    "Refuse an input whose decoded size would exceed `LIMITS[limit]`, naming the file, the size, the limit and how to raise it."
+    "Refuse an image or clip whose decoded size would exceed `LIMITS[limit]` (checked from its header, before decoding)."
     if pixels > LIMITS[limit]:
         raise InputError(f"{what} {path} is too large: it would decode to {detail} = {pixels:,} pixels, over lfdm's limit of {LIMITS[limit]:,} "
                          f"(lfdm.core.LIMITS['{limit}']): downscale or shorten it first, or raise that limit if you mean it.")
+
+def autocast_off(x: torch.Tensor):
+    "A context with autocast off on `x`'s device (geometry stays float32 under bf16 autocast); the meta device has none, so nothing there."
+    return contextlib.nullcontext() if x.device.type == "meta" else torch.autocast(x.device.type, enabled=False)
+
+_COSTS: dict = {}
+
+def model_cost(build, # () -> nn.Module: makes the model (it is called on the meta device, so nothing is allocated)
+               *shapes: tuple, # shapes of the forward pass's tensor arguments, for one sample
+               key: str | None = None, # a cache key (e.g. the config as JSON): one key is measured once per process
+               call=None, # (model, *inputs) -> output; default model(*inputs)
+              ) -> tuple[int, int]:
+    "(weights, bytes): the parameter count of `build()`'s model and the bytes its modules' outputs take in one forward pass of `shapes`."
+    if key is not None and key in _COSTS: return _COSTS[key]
+    with torch.device("meta"): model = build()
+    weights, written = sum(p.numel() for p in model.parameters()), [0]
+    def count(module, inputs, out):
+        if isinstance(out, torch.Tensor): written[0] += out.numel() * out.element_size()
+        elif isinstance(out, (tuple, list, dict)):
+            for o in (out.values() if isinstance(out, dict) else out): count(module, inputs, o)
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad(): (call or (lambda m, *x: m(*x)))(model, *[torch.zeros(s, device="meta") for s in shapes])
+    finally:
+        for h in hooks: h.remove()
+    if key is not None: _COSTS[key] = (weights, written[0])
+    return weights, written[0]
+
+def check_model_cost(what: str, # the model, for the message, e.g. "Checkpoint run.pt: its stored U-Net"
+                     build, *shapes: tuple, key: str | None = None, call=None, # as for `model_cost`
+                     fix: str = "use a smaller config",
+                    ) -> tuple[int, int]:
+    "`model_cost`, refusing a model over `LIMITS['model_parameters']` or `LIMITS['activation_bytes']` before anything real is built."
+    weights, written = model_cost(build, *shapes, key=key, call=call)
+    over_limit(weights, "model_parameters", what, fix=fix)
+    over_limit(written, "activation_bytes", what, "one sample's forward pass", fix=fix)
+    return weights, written
+
+# %% ../nbs/00_core.ipynb #da23d40f
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # still frames; a .gif is read as a video
+VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 class ImageResizedWarning(UserWarning):
     "An input image or video was resized (or cropped/padded) to the size the model needs."
@@ -315,7 +371,7 @@ def _frame_indices(frames, path) -> list[int] | None:
     if frames is None: return None
     try: idx = list(frames)
     except TypeError: raise InputError(f"frames must be a list of frame indices of {path}, got {frames!r}.") from None
-    bad = [i for i in idx if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_))]
+    bad = [i for i in idx if int_problem(i, None, None)]                  # the integer rule of every check (`check_int`, below)
     if bad: raise InputError(f"Frame indices of {path} must be integers, got {bad[0]!r}.")
     return [int(i) for i in idx]
 
@@ -356,43 +412,69 @@ def _check_indices(idx, n, path):
     if bad: raise InputError(f"{path} has {n} frames; frame index {bad[0]} is out of range.")
 
 # %% ../nbs/00_core.ipynb #59620c2f
-def _range_text(lo, hi) -> str:
-    "' from lo to hi', ' >= lo', ' <= hi' or '' (floats as 0.1, 100; ints in full)."
-    lo, hi = [f"{x:g}" if isinstance(x, float) else x for x in (lo, hi)]
-    if lo is not None and hi is not None: return f" from {lo} to {hi}"
-    if lo is not None: return f" >= {lo}"
-    if hi is not None: return f" <= {hi}"
+INT_MAX = 2 ** 31 - 1       # the upper bound of an integer setting that names none: counts beyond it overflow 32-bit index arithmetic
+SEED_MAX = 2 ** 63 - 1      # the largest seed `torch.Generator.manual_seed` takes on every platform
+
+def _bound(b):
+    "(value, source) of a bound: a number as it is, or a key of `LIMITS`, read now (so a raised limit applies at once)."
+    return (LIMITS[b], f" (lfdm.core.LIMITS['{b}'])") if isinstance(b, str) else (b, "")
+
+def _interval(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    "' from lo to hi', ' in (lo, hi]', ' >= lo', ' < hi' or '' (floats as 0.1 or 100; ints in full; SEED_MAX as 2**63 - 1)."
+    show = lambda x: "2**63 - 1" if x == SEED_MAX else f"{x:g}" if isinstance(x, float) else f"{x}"
+    if lo is not None and hi is not None:
+        if not (lo_open or hi_open): return f" from {show(lo)} to {show(hi)}"
+        return f" in {'(' if lo_open else '['}{show(lo)}, {show(hi)}{')' if hi_open else ']'}"
+    if lo is not None: return f" {'>' if lo_open else '>='} {show(lo)}"
+    if hi is not None: return f" {'<' if hi_open else '<='} {show(hi)}"
     return ""
+
+def int_problem(value, # the value to judge
+                lo: int | str | None = None, # smallest allowed value (None: no bound; a str: a key of `LIMITS`)
+                hi: int | str | None = INT_MAX, # largest allowed value (None: no bound; a str: a key of `LIMITS`)
+               ) -> str | None:
+    "What is wrong with `value` as an integer in [lo, hi], e.g. 'must be an integer from 1 to 10'; None if nothing. Bools are refused."
+    (lo, _), (hi, source) = _bound(lo), _bound(hi)
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok and (lo is None or value >= lo) and (hi is None or value <= hi): return None
+    if hi == INT_MAX and not (ok and value > hi): hi = None          # the default bound is named only when it is what failed
+    return f"must be an integer{_interval(lo, hi)}{source}"
+
+def number_problem(value, # the value to judge
+                   lo: float | None = None, # smallest allowed value (None: no bound)
+                   hi: float | None = None, # largest allowed value (None: no bound)
+                   lo_open: bool = False, # lo itself is refused
+                   hi_open: bool = False, # hi itself is refused
+                  ) -> str | None:
+    "What is wrong with `value` as a finite real number in the interval, e.g. 'must be a finite number in [0, 1)'; None if nothing."
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)   # NaN fails every comparison
+    if ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi)): return None
+    return f"must be a finite number{_interval(lo, hi, lo_open, hi_open)}"
 
 def check_int(value, # the value to check
               name: str, # what it is, for the message: an argument or option name such as 'steps'
-              lo: int | None = None, # smallest allowed value (None: no bound)
-              hi: int | None = None, # largest allowed value (None: no bound)
+              lo: int | str | None = None, # smallest allowed value (None: no bound; a str: a key of `LIMITS`)
+              hi: int | str | None = INT_MAX, # largest allowed value (None: no bound; a str: a key of `LIMITS`)
              ) -> int:
     "`value` as an `int` if it is an integer in [lo, hi]; else an `InputError` naming `name`. Bools, strings and floats are refused."
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if ok: ok = (lo is None or value >= lo) and (hi is None or value <= hi)
-    if not ok: raise InputError(f"{name} must be an integer{_range_text(lo, hi)}, got {value!r}.")
+    if problem := int_problem(value, lo, hi): raise InputError(f"{name} {problem}, got {value!r}.")
     return int(value)
 
 def check_number(value, # the value to check
                  name: str, # what it is, for the message
                  lo: float | None = None, # smallest allowed value (None: no bound)
                  hi: float | None = None, # largest allowed value (None: no bound)
+                 lo_open: bool = False, hi_open: bool = False, # refuse the bound itself
                 ) -> float:
-    "`value` as a `float` if it is a finite real number in [lo, hi]; else an `InputError` naming `name` (NaN and infinity refused)."
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if ok: ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
-    if not ok: raise InputError(f"{name} must be a finite number{_range_text(lo, hi)}, got {value!r}.")
+    "`value` as a `float` if it is a finite real number in the interval; else an `InputError` naming `name` (NaN and infinity refused)."
+    if problem := number_problem(value, lo, hi, lo_open, hi_open): raise InputError(f"{name} {problem}, got {value!r}.")
     return float(value)
 
 def check_seed(seed, # a random seed
                name: str = "seed",
               ) -> int:
-    "`seed` as an `int` if 0 <= seed < 2**63; else an `InputError`."
-    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)) and 0 <= seed < 2**63
-    if not ok: raise InputError(f"{name} must be an integer with 0 <= {name} < 2**63, got {seed!r}.")
-    return int(seed)
+    "`seed` as an `int` if 0 <= seed <= 2**63 - 1; else an `InputError`."
+    return check_int(seed, name, 0, SEED_MAX)
 
 FPS_RANGE = (0.1, 120.0)     # frame rates that MP4 writers store correctly
 GIF_MAX_FPS = 50.0           # a GIF stores each frame's delay in 1/100 s, and viewers show delays under 2/100 s at 1/10 s
@@ -453,15 +535,24 @@ def check_output_path(path: str | Path, # the file (or folder) a command will wr
 
 # %% ../nbs/00_core.ipynb #cedb475b
 from contextlib import contextmanager
+import errno
+
+TEMP_MARK = ".lfdm-tmp-"      # in every temporary name lfdm makes (.NAME.lfdm-tmp-XXXXXXXX.EXT): the only hidden files it ever deletes
+
+def _full_disk(e: BaseException) -> bool:
+    "Is `e` a write that failed for lack of space? An OSError ENOSPC / EDQUOT, or torch.save's zip writer saying the same in its words."
+    if isinstance(e, OSError): return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ("file write failed", "unexpected pos", "No space left"))
 
 @contextmanager
 def atomic_write(path: str | Path, # the file to (re)write
                 ):
     """Context manager yielding a temporary path next to `path` (same extension); on success it is renamed onto `path`,
-    on any error it is deleted and `path` is left as it was. The new file gets the usual permissions (0666 minus the umask)."""
+    on any error it is deleted and `path` is left as it was. The new file gets the usual permissions (0666 minus the umask).
+    A full disk (or quota) becomes one `InputError` saying so and that the old file is intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -469,6 +560,13 @@ def atomic_write(path: str | Path, # the file to (re)write
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not _full_disk(e): raise
+        try: free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+        except OSError: free = "free space unknown"
+        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+        raise InputError(f"Cannot write {path}: the disk is full ({free}; {type(e).__name__}: {' '.join(str(e).split())[:80]}); "
+                         f"{kept}. Free some space (or write elsewhere) and run again.") from None
     finally:
         tmp.unlink(missing_ok=True)
 

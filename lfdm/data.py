@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .core import InputError, exists, default, coordinate_grid, write_video, show_image, show_flow
+from .core import InputError, check_int, exists, default, coordinate_grid, write_video, show_image, show_flow
 
 # %% auto #0
 __all__ = ['ACTIONS', 'PARTS', 'PART_NAMES', 'PART_LENGTH', 'PART_RADIUS', 'REST_LEG', 'TEXTURE_NAMES', 'SAMPLING',
@@ -293,9 +293,7 @@ class ProceduralActions:
         if unknown: raise InputError(f"Unknown action(s) {unknown}; known actions: {', '.join(ACTIONS)}.")
         if len(actions) == 0: raise InputError("ProceduralActions needs at least one action.")
         for name, v, lo in (("num_clips", num_clips, 1), ("size", size, 8), ("length", length, 2), ("num_appearances", num_appearances, 1)):
-            try: ok = not isinstance(v, (bool, str)) and int(v) == v and v >= lo
-            except (TypeError, ValueError, OverflowError): ok = False       # None, 'abc', nan, inf, ...
-            if not ok: raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
+            check_int(v, name, lo)                                    # 00_core's one integer rule (at most INT_MAX: a count, not a seed)
         self.num_clips, self.size, self.len_, self.seed, self.split = int(num_clips), int(size), int(length), int(seed), split
         self.num_appearances, self.classes = int(num_appearances), list(actions)
         self._split_code = 0 if split == "train" else 1

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, check_shape, exists
+from .core import InputError, autocast_off, check_shape, exists
 from .regions import AntiAliasInterpolation2d, Hourglass, _check_grid, region_colors, region_grid
 from .warp import warp
 
@@ -165,7 +165,7 @@ class PixelwiseFlowPredictor(nn.Module):
             if missing: raise InputError(f"{name} lacks {missing}: pass the dict that RegionPredictor returns.")
         x = self.down(source_image) if self.scale_factor != 1 else source_image
         b, _, h, w = x.shape
-        no_autocast = torch.autocast(x.device.type, enabled=False)                            # geometry stays float32 under bf16 autocast
+        no_autocast = autocast_off(x)                            # geometry stays float32 under bf16 autocast
         with no_autocast:
             heat = self.gaussian_difference(driving_params, source_params, h, w)              # b K+1 h w
             sparse = sparse_motions(source_params, driving_params, bg_params.float() if exists(bg_params) else None, h, w,

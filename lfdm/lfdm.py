@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+import zipfile
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import lfdm
-from .core import InputError, atomic_write, check_int, check_number, check_shape, default, exists, explorer
+from .core import LIMITS, InputError, atomic_write, check_int, check_model_cost, check_number, check_shape, default, exists, explorer, over_limit
 from .data import ACTIONS
 from .diffusion import Diffusion, flows_to_state, guided_denoiser, state_to_flows
 from .lfae import LFAE, LFAEConfig
@@ -66,6 +68,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if path.is_dir(): raise InputError(f"Checkpoint {path} is a folder; give the checkpoint file in it (e.g. {path}/checkpoints/best.pt of a run).")
     if not path.is_file(): raise InputError(f"Checkpoint {path} is not a regular file (a device, pipe or socket); give a checkpoint file.")
     if path.stat().st_size == 0: raise InputError(f"Checkpoint {path} is empty (0 bytes): the save that wrote it did not finish.")
+    _check_unpacked_size(path)
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise InputError(f"Checkpoint {path} cannot be read ({type(e).__name__}): it is truncated, corrupt, or not a torch file. "
@@ -81,11 +84,24 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     _check_finite_weights(ckpt, path)
     return ckpt
 
+def _check_unpacked_size(path: Path):
+    "Refuse a checkpoint whose contents would unpack to more than `LIMITS` allow, from its zip directory, before anything is read."
+    try:
+        with zipfile.ZipFile(path) as z: unpacked = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError): return              # not a zip (torch.load says what it is) or unreadable
+    fix = "nothing was read from it (the file is damaged or was not written by torch.save)"
+    over_limit(unpacked, "checkpoint_bytes", f"Checkpoint {path}", "its contents unpacked", fix)
+    ratio = unpacked / path.stat().st_size                               # torch stores tensors uncompressed: about 1
+    if unpacked > 2 ** 20: over_limit(round(ratio, 1), "checkpoint_expansion", f"Checkpoint {path}",
+                                      f"{unpacked:,} bytes unpacked from {path.stat().st_size:,} on disk", fix)
+
 # Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
 # damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
 
 # %% ../nbs/08_lfdm.ipynb #9f17091c
-# far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold.
+# far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold. Within them a
+# product of sizes can still be huge (a U-Net of dim 4096 has 10.9 billion weights; 256 frames of 512² latents need 1.3 TB), so
+# `_check_cost` then measures both models on the meta device against 00_core's `LIMITS`, and the step counts are bounded there too.
 CONFIG_LIMITS = {
     "lfae": dict(image_size=(8, 2048), num_channels=(1, 4), num_regions=(1, 256),
                  region_block_expansion=(1, 1024), region_max_features=(1, 8192), region_num_blocks=(0, 10),
@@ -93,7 +109,7 @@ CONFIG_LIMITS = {
                  flow_block_expansion=(1, 1024), flow_max_features=(1, 8192), flow_num_blocks=(0, 10),
                  block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
                  batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0)),
-    "lfdm": dict(num_frames=(2, 256), timesteps=(1, 100_000), sampling_steps=(1, 100_000), batch_size=(1, 65536),
+    "lfdm": dict(num_frames=(2, 256), timesteps=(1, "timesteps"), sampling_steps=(1, "sampling_steps"), batch_size=(1, 65536),
                  guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6), eta=(0.0, 1.0)),
     "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
                  attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
@@ -109,18 +125,21 @@ def _check_section(d, limits: dict, path, name: str) -> dict:
     for key, (lo, hi) in limits.items():
         if key not in d or (d[key] is None and key in _OPTIONAL): continue
         v, what = d[key], f"{name}.{key} = {d[key]!r}"
+        where = f" (lfdm.core.LIMITS['{hi}'])" if isinstance(hi, str) else ""          # a bound from 00_core's table, read now
+        if isinstance(hi, str): hi = LIMITS[hi]
         if isinstance(lo, float):
             ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
         else: ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
         if not ok:
             raise InputError(f"Checkpoint {path}: its stored {what} is not {'a number' if isinstance(lo, float) else 'an integer'} "
-                             f"from {lo} to {hi}; the file is damaged or was edited (nothing was built from it).")
+                             f"from {lo} to {hi}{where}; the file is damaged or was edited (nothing was built from it).")
     return d
 
 def _check_stored_sizes(ckpt: dict, path):
     "Refuse a checkpoint whose stored config asks for absurd sizes, before any model is built from it (`CONFIG_LIMITS`)."
     kind = ckpt["kind"]
     if kind == "lfae": _check_list(_check_section(ckpt.get("config"), CONFIG_LIMITS["lfae"], path, "config"), "scales", 8, 1e-3, 1.0, path, "config")
+    if kind == "lfae": _check_cost(ckpt, path)
     if kind != "lfdm": return
     config = _check_section(ckpt.get("config"), CONFIG_LIMITS["lfdm"], path, "config")
     classes = config.get("classes", ())
@@ -134,6 +153,7 @@ def _check_stored_sizes(ckpt: dict, path):
     if isinstance(ckpt.get("lfae"), dict):
         lfae_config = _check_section(ckpt["lfae"].get("config"), CONFIG_LIMITS["lfae"], path, "lfae config")
         _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
+    _check_cost(ckpt, path)
 
 # %% ../nbs/08_lfdm.ipynb #0ad55c94
 def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
@@ -157,15 +177,41 @@ def _check_finite_weights(ckpt: dict, path):
                 raise InputError(f"Checkpoint {path} has NaN or infinite weights (in {k}): the run that wrote it diverged or the file "
                                  "is damaged; use an earlier checkpoint.")
 
+def _built(path, build: Callable):
+    "`build()`, with any failure other than an `InputError` reported as a damaged checkpoint (a stored config of the wrong types)."
+    try: return build()
+    except InputError as e:                                                      # e.g. a config check: say which file it came from
+        if str(path) in str(e): raise
+        raise InputError(f"Checkpoint {path}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:120]                                  # one line, however long torch's message is
+        raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
+                         "the file is damaged or was edited.") from None
+
+def _check_cost(ckpt: dict, path):
+    "Refuse a checkpoint whose stored configs build a model over `LIMITS` (weights, or one sample's activations), before building it."
+    part = ckpt if ckpt["kind"] == "lfae" else ckpt.get("lfae")
+    if not isinstance(part, dict) or not isinstance(part.get("config"), dict): return
+    fix = "nothing was built from it (the file is damaged or was edited)"
+    lfae_config = _built(path, lambda: config_from_dict(LFAEConfig, part["config"], "lfae config"))
+    s, n = lfae_config.image_size, lfae_config.latent_size
+    _built(path, lambda: check_model_cost(f"Checkpoint {path}: its stored LFAE ({s}² images)", lambda: LFAE(lfae_config),
+                                          (1, 3, s, s), (1, 3, s, s), key=f"lfae {lfae_config!r}", fix=fix))
+    if ckpt["kind"] != "lfdm": return
+    u = _built(path, lambda: config_from_dict(UNet3DConfig, ckpt["config"].get("unet", {}), "config.unet"))
+    f = ckpt["config"].get("num_frames", u.num_frames)                          # stored configs are complete; bounds checked above
+    _built(path, lambda: check_model_cost(f"Checkpoint {path}: its stored U-Net ({f} frames of {n}² latents)", lambda: UNet3D(u),
+                                          (1, u.channels, f, n, n), (1,), (1, u.cond_channels, n, n), key=f"unet {u!r} {f} {n}", fix=fix))
+
 def config_from_dict(cls, d: dict, name: str = "config"):
     "Build dataclass `cls` from plain `d`, naming any unknown key (nested dataclass fields are built too)."
     known = {f.name: f for f in fields(cls)}
     if unknown := sorted(set(d) - set(known)):
         raise InputError(f"Unknown {name} key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"known keys: {', '.join(known)}.")
-    kw = {}
+    kw, hints = {}, typing.get_type_hints(cls)
     for k, v in d.items():
-        sub = {"unet": UNet3DConfig}.get(k) if cls is LFDMConfig else None
+        sub = hints.get(k) if is_dataclass(hints.get(k)) else None              # a nested config, e.g. LFDMConfig.unet
         kw[k] = config_from_dict(sub, v, f"{name}.{k}") if sub and isinstance(v, dict) else (tuple(v) if isinstance(v, list) else v)
     return cls(**kw)
 
@@ -515,17 +561,6 @@ def _load_state(module: nn.Module, state: dict, path) -> nn.Module:
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)[:300]
         raise InputError(f"The weights in {path} do not fit the model its config describes ({first.strip()}).") from None
     return module
-
-def _built(path, build: Callable):
-    "`build()`, with any failure other than an `InputError` reported as a damaged checkpoint (a stored config of the wrong types)."
-    try: return build()
-    except InputError as e:                                                      # e.g. a config check: say which file it came from
-        if str(path) in str(e): raise
-        raise InputError(f"Checkpoint {path}: {e}") from None
-    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
-        reason = " ".join(str(e).split())[:120]                                  # one line, however long torch's message is
-        raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
-                         "the file is damaged or was edited.") from None
 
 def load_lfae(path: str | Path, device: str | torch.device = "cpu") -> LFAE:
     "A stage-one model from an LFAE checkpoint (or the LFAE inside an LFDM checkpoint), in eval mode on `device`."

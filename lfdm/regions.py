@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.patches import Ellipse
 
-from .core import InputError, check_shape, coordinate_grid, explorer, show_image
+from .core import InputError, autocast_off, check_shape, coordinate_grid, explorer, show_image
 
 # %% auto #0
 __all__ = ['GRIDS', 'SameBlock2d', 'DownBlock2d', 'UpBlock2d', 'Encoder', 'Decoder', 'Hourglass', 'AntiAliasInterpolation2d',
@@ -152,7 +152,7 @@ def affine_from_covariance(covar: torch.Tensor, # `b K 2 2` symmetric positive s
     the signs are made deterministic (det U = +1, U[0, 0] >= 0, so U is a rotation by an angle in (-90°, 90°]). Returned in `covar`'s dtype."""
     check_shape(covar, "b k 2 2", "covar")
     device = covar.device
-    if release: work = covar.to("cpu", torch.float32)
+    if release and device.type != "meta": work = covar.to("cpu", torch.float32)   # (meta: shapes only, see 00_core's `model_cost`)
     else: work = covar.to("cpu" if device.type == "mps" else device, torch.float64)
     if not pca: return torch.linalg.cholesky(work).to(device, covar.dtype)
     U, S, _ = torch.linalg.svd(work)
@@ -330,7 +330,7 @@ class RegionPredictor(nn.Module):
         check_shape(x, "b c h w", "image", c=self.num_channels)
         if self.scale_factor != 1: x = self.down(x)
         logits = self.regions(self.predictor(x))
-        with torch.autocast(x.device.type, enabled=False):       # the statistics stay float32 under bf16 autocast (see 09_train)
+        with autocast_off(x):       # the statistics stay float32 under bf16 autocast (see 09_train)
             heatmap = spatial_softmax(logits.float(), self.temperature)
             return dict(**region_params_from_heatmap(heatmap, pca=self.pca_based, grid=self.grid), heatmap=heatmap)
 

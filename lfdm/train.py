@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import tempfile
 import time
 import typing
 import uuid
@@ -31,7 +32,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .core import InputError, atomic_write, default, exists, get_device, write_video
+from .core import INT_MAX, SEED_MAX, TEMP_MARK, InputError, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
 from .data import ACTIONS, ClipDataset, FramePairDataset, ProceduralActions
 from .folders import LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, VideoFolder
 from .lfae import LFAE, LFAEConfig, LFAETrainer
@@ -89,31 +90,22 @@ class TrainConfig:
     def __post_init__(self): _check_rules(TrainConfig, vars(self), "TrainConfig")
 
 # %% ../nbs/09_train.ipynb #759d1c5c
-def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def _is_int(v) -> bool: return int_problem(v, None, None) is None
 def _is_real(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-def _integer(lo: int, hi: int | None = None, none: bool = False, text: str | None = None):
-    "Rule: an integer >= `lo` (and < `hi`), or None when `none`."
+def _integer(lo: int, hi: int | str | None = INT_MAX, none: bool = False, text: str | None = None):
+    "Rule: 00_core's `int_problem` (an integer in [lo, hi]; `hi` may be a key of `LIMITS`), or None when `none`; `text` replaces its words."
     def rule(v):
         if v is None and none: return None
-        if _is_int(v) and v >= lo and (hi is None or v < hi): return None
-        if text: return text
-        if not _is_int(v): return "must be an integer" + (" or null" if none else "")
-        return f"must be at least {lo}" + (" (or null)" if none else "") if v < lo else f"must be less than {hi}"
+        if problem := int_problem(v, lo, hi): return text or problem + (" (or null)" if none else "")
     return rule
 
-def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = True, none: bool = False,
+def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False, none: bool = False,
             text: str | None = None):
-    "Rule: a finite real number in the range given (open or closed at each end), or None when `none`."
-    if lo is not None and hi is not None: span = f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    elif lo is not None: span = f" {'>' if lo_open else '>='} {lo}"
-    else: span = ""
-    text = text or f"must be a finite number{span}" + (" or null" if none else "")
+    "Rule: 00_core's `number_problem` (a finite real number in the interval), or None when `none`; `text` replaces its words."
     def rule(v):
         if v is None and none: return None
-        ok = (_is_real(v) and math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo))
-              and (hi is None or (v < hi if hi_open else v <= hi)))
-        return None if ok else text
+        if problem := number_problem(v, lo, hi, lo_open, hi_open): return text or problem + (" (or null)" if none else "")
     return rule
 
 def _choice(*options):
@@ -131,30 +123,30 @@ def _scales(v):
 
 def _text(v): return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
-_SEED = _integer(0, 2 ** 63, text="must be an integer in [0, 2**63)")
+_SEED = _integer(0, SEED_MAX)
 _LR, _BATCH, _WEIGHT = _number(0, lo_open=True), _integer(1), _number(0)
 
 # %% ../nbs/09_train.ipynb #10c98920
 _RULES = {
     DataConfig: dict(dataset=_text, layout=_choice("auto", *LAYOUTS), split=_choice("train", "test", None),
-                     size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"), fit=_choice("crop", "pad", "stretch"),
+                     size=_integer(8, 4096, text="must be an integer from 8 to 4096 (pixels)"), fit=_choice("crop", "pad", "stretch"),
                      num_clips=_integer(1), num_appearances=_integer(1), seed=_SEED, max_gap=_integer(1, none=True),
-                     num_workers=_integer(0, 1025, text="must be an integer in [0, 1024] (0: load the data in the training process)")),
+                     num_workers=_integer(0, 1024, text="must be an integer from 0 to 1024 (0: load the data in the training process)")),
     TrainConfig: dict(steps=_integer(1), log_every=_integer(1), save_every=_integer(1), keep_last=_integer(1),
-                      ema_decay=_number(0, 1, text="must be a finite number in [0, 1) (0: no EMA)"),
+                      ema_decay=_number(0, 1, hi_open=True, text="must be a finite number in [0, 1) (0: no EMA)"),
                       grad_clip=_number(0, text="must be a finite number >= 0 (0: no clipping)"),
                       amp=_choice("auto", "none", "bf16", "fp16"),
                       channels_last=_choice(True, False), seed=_SEED, max_clips=_integer(1, none=True),
                       cache_flows=_choice(True, False), flows_cache=lambda v: None if v is None else _text(v), compile=_choice(True, False)),
-    LFAEConfig: dict(compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4097, text="must be an integer in [8, 4096] (pixels)"),
-                     num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True, hi_open=False),
-                     region_scale_factor=_number(0, 1, lo_open=True, hi_open=False, none=True), scales=_scales,
+    LFAEConfig: dict(compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4096, text="must be an integer from 8 to 4096 (pixels)"),
+                     num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True),
+                     region_scale_factor=_number(0, 1, lo_open=True, none=True), scales=_scales,
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
-    LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1),
-                     null_cond_prob=_number(0, 1), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1), guidance=_number(),
+    LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1, "timesteps"),
+                     null_cond_prob=_number(0, 1, hi_open=True), flow_scale=_number(0, lo_open=True), sampling_steps=_integer(1, "sampling_steps"), guidance=_number(),
                      objective=_choice("eps", "x0", "v"), loss_weighting=_choice(None, "min_snr"), snr_gamma=_number(0, lo_open=True),
                      keep_flow_in_frame=_choice(True, False), anchor_first_frame=_choice(True, False),
-                     eta=_number(0, 1, hi_open=False, text="must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like)")),
+                     eta=_number(0, 1, text="must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like)")),
     UNet3DConfig: dict(compat=_choice("lfdm", "release"), dim=_integer(2), attn_heads=_integer(1), attn_dim_head=_integer(1), resnet_groups=_integer(1), cond_dim=_integer(1),
                        init_kernel_size=_integer(1)),
 }
@@ -231,7 +223,7 @@ def release_frame_indices(length: int, # frames available in the clip
                          ) -> list[int]:
     "The release's training sampler ('very_random'): `num_frames` indices drawn uniformly with replacement, sorted, the first set to 0."
     if length < 1: raise InputError("the clip has no frames.")
-    if num_frames < 1: raise InputError(f"num_frames must be at least 1, got {num_frames}.")
+    if num_frames < 1: raise InputError(f"num_frames must be an integer >= 1, got {num_frames}.")
     idx = np.sort(default(rng, np.random.default_rng).integers(0, length, size=num_frames))
     idx[0] = 0
     return idx.tolist()
@@ -849,7 +841,7 @@ class RunLock:
 
 # %% ../nbs/09_train.ipynb #697b239a
 _RUN_FILES = ("config.yaml", "log.csv", "loss.png", "flows.pt")
-_TEMPORARY = re.compile(r"\.(?:config|log|loss|flows|best|step_\d+)\.\w+\.(?:yaml|csv|png|pt)")
+_TEMPORARY = re.compile(r"\.(?:config|log|loss|flows|best|step_\d+)" + re.escape(TEMP_MARK) + r"\w{8}\.(?:yaml|csv|png|pt)")
 
 def _run_contents(run: Path) -> tuple[list[Path], list[str]]:
     "(step checkpoints, other run files) in `run`: what makes a folder hold a run."
@@ -880,6 +872,17 @@ def _move_aside(run: Path) -> Path:
     except OSError as e:
         raise InputError(f"Cannot move {e.filename} aside into {dest} ({e.strerror}); move the old run away by hand.") from None
     return dest
+
+def _check_run_layout(run: Path):
+    "One clear line, before anything is read or written, when a run folder holds a folder where lfdm keeps a file, or the reverse."
+    if run.exists() and not run.is_dir(): raise InputError(f"The run folder {run} is a file; give a folder (a new name creates one).")
+    for name in (*_RUN_FILES, RunLock.name, "checkpoints/best.pt"):
+        if (run / name).is_dir():
+            raise InputError(f"{run / name} is a folder, but lfdm keeps a file of that name in a run folder; move it out of {run} "
+                             "(nothing was changed).")
+    if (run / "checkpoints").exists() and not (run / "checkpoints").is_dir():
+        raise InputError(f"{run / 'checkpoints'} is a file, but lfdm keeps the run's checkpoints in a folder of that name; move it out "
+                         f"of {run} (nothing was changed).")
 
 def _remove_temporaries(run: Path) -> list[Path]:
     "Delete the hidden temporaries that `atomic_write` leaves when a process is killed mid-write (only those names); returns them."
@@ -977,10 +980,27 @@ def _dataset(stage: str, config: Config, stage_module, tc: TrainConfig, run: Pat
 
 
 # %% ../nbs/09_train.ipynb #e2eff15b
+def _newest_that_loads(run: Path, newest: Path, stage: str) -> dict:
+    "The newest step checkpoint that loads (its path under '_path'); a damaged newer one is named and left in place, never deleted."
+    found, damaged = _checkpoints(run)[::-1], []
+    for path in found:
+        try: ckpt = load_checkpoint(path, "lfdm" if stage == "dm" else "lfae")
+        except InputError as e:
+            if "cannot be read" not in str(e) and "is empty" not in str(e): raise          # readable but wrong: not a damaged save
+            damaged.append(path); continue
+        if damaged:
+            print(f"{', '.join(p.name for p in damaged)} cannot be read (a save cut short?); resuming from {path.name}, the newest "
+                  f"checkpoint that loads. The damaged file{'s stay' if len(damaged) > 1 else ' stays'} in place and is replaced when "
+                  "training reaches that step again.")
+        return {**ckpt, "_path": path}
+    raise InputError(f"None of the {len(found)} checkpoints in {run / 'checkpoints'} can be read (truncated or corrupt); start the "
+                     "run again without --resume (with --overwrite to move this one aside).")
+
 def _resume_checkpoint(stage: str, run: Path, resume) -> tuple[dict, Path]:
     "The checkpoint to continue from (the run's newest, or the path given), checked against the stage."
     path = latest_checkpoint(run) if resume is True else Path(resume)
-    ckpt = load_checkpoint(path, "lfdm" if stage == "dm" else "lfae")
+    ckpt = _newest_that_loads(run, path, stage) if resume is True else load_checkpoint(path, "lfdm" if stage == "dm" else "lfae")
+    path = ckpt.pop("_path", path)
     if "train" not in ckpt:
         raise InputError(f"{path} holds weights only (no optimiser state or step): it cannot be resumed. "
                          + ("Pass it as --lfae to start a new run from it." if stage != "lfae" else ""))
@@ -1030,6 +1050,7 @@ def train(stage: str, # 'lfae', 'dm', or 'decoder' (fine-tune the LFAE's decoder
     if resume and overwrite:
         raise InputError("--resume continues the run in the folder and --overwrite moves it aside for a new one: pass one of them.")
     run = Path(run)
+    _check_run_layout(run)
     if config is not None: check_config(config)                               # every setting, before anything is read or written
     rank, world, local_rank = _dist_info()
     is_main = rank == 0
@@ -1317,20 +1338,27 @@ def make_dataset(out: str | Path, # the folder to create (must not exist, or be 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; choose a new folder (nothing was written).")
     src = ProceduralActions(num_clips=num_clips, size=size, length=length, seed=seed, split=split, num_appearances=num_appearances)
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists(): shutil.rmtree(tmp)
-    rows, it = [], range(len(src))
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="rendering clips", unit="clip")
-    for i in it:
-        name = src.classes[src.label(i)]
-        rel = Path(name) / f"{split}_{i:05d}.{fmt}"
-        (tmp / name).mkdir(parents=True, exist_ok=True)
-        write_video(src.read(i)["video"], tmp / rel, fps=8)
-        rows.append((rel.as_posix(), name, f"{split}{src.appearance_id(i):03d}"))
-    with open(tmp / "clips.csv", "w", newline="") as f:
-        w = csv.writer(f); w.writerow(["path", "label", "subject"]); w.writerows(rows)
-    if out.exists(): out.rmdir()
-    os.replace(tmp, out)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMP_MARK}", dir=out.absolute().parent))   # this process's own: never another's
+    try:
+        rows, it = [], range(len(src))
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, desc="rendering clips", unit="clip")
+        for i in it:
+            name = src.classes[src.label(i)]
+            rel = Path(name) / f"{split}_{i:05d}.{fmt}"
+            (tmp / name).mkdir(parents=True, exist_ok=True)
+            write_video(src.read(i)["video"], tmp / rel, fps=8)
+            rows.append((rel.as_posix(), name, f"{split}{src.appearance_id(i):03d}"))
+        with open(tmp / "clips.csv", "w", newline="") as f:
+            w = csv.writer(f); w.writerow(["path", "label", "subject"]); w.writerows(rows)
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)                                  # mkdtemp's folder is private (0700); a dataset is not
+        try: os.replace(tmp, out)                                      # replaces only a missing or empty `out`
+        except OSError:
+            raise InputError(f"{out} was filled by someone else while these clips were rendered (another make-dataset?); this run's "
+                             "clips were discarded and theirs kept. Choose a new folder.") from None
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)       # interrupted or refused: nothing half-made stays
     return out

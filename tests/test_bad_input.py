@@ -382,7 +382,7 @@ def test_procedural_actions_rejects_bad_frames():
     ("lfae:\n\tlr: 1\n", ["is not valid YAML"]),
     ("- 1\n- 2\n", ["must hold a mapping", "list"]),
     ("42\n", ["must hold a mapping", "int"]),
-    ("lfae_train:\n  steps: 0\n", ["steps must be at least 1"]),
+    ("lfae_train:\n  steps: 0\n", ["steps must be an integer >= 1"]),
 ], ids=["unknown", "unknown-top", "unknown-nested", "type", "float-for-int", "scalar-for-list", "section", "invalid", "tab", "list",
         "scalar", "value"])
 def test_config_from_yaml_names_the_problem(tmp_path, text, needles):
@@ -902,7 +902,7 @@ def _cases(*groups):
     return [(option, value, needle) for option, values, needle in groups for value in values]
 
 
-DEMO_OPTIONS = _cases(("--seed", BAD_SEEDS, "seed must be an integer with 0 <= seed < 2**63"),
+DEMO_OPTIONS = _cases(("--seed", BAD_SEEDS, "seed must be an integer from 0 to 2**63 - 1"),
                       ("--fps", BAD_FPS, "fps must be a positive number from 0.1 to 120"),
                       ("--steps", BAD_STEPS, "sampling steps (--steps) must be an integer >= 1"))
 SAMPLE_OPTIONS = DEMO_OPTIONS + _cases(("--guidance", BAD_GUIDANCE, "guidance must be a finite number from 0 to 100"))
@@ -1076,6 +1076,56 @@ def test_checkpoint_with_absurd_stored_sizes_is_refused_before_building(tmp_path
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300_000, "a model of the absurd size was allocated"
     assert not (tmp_path / "out.gif").exists() and digest(BUNDLED) == bundled_before
 
+
+# Stored configs whose every field is within CONFIG_LIMITS but whose *products* are huge: a 4096-wide U-Net, an LFAE with 64
+# bottleneck blocks of 8192 features, 256 frames of 512² latents. Their cost is measured on the meta device and refused before
+# anything is built (`LIMITS['model_parameters']`, `LIMITS['activation_bytes']`).
+COSTLY_CONFIGS = [
+    (dict(unet=dict(dim=4096, dim_mults=[1, 2])), ["its stored U-Net", "model parameters", "LIMITS['model_parameters']"]),
+    (dict(lfae=dict(block_expansion=1024, max_features=8192, num_bottleneck_blocks=64)), ["its stored LFAE", "model parameters"]),
+    (dict(lfae=dict(image_size=2048, block_expansion=256)), ["its stored LFAE (2048² images)", "activation bytes"]),
+    (dict(config=dict(num_frames=256), lfae=dict(image_size=2048)), ["its stored U-Net (256 frames of 512² latents)", "activation bytes"]),
+    (dict(config=dict(sampling_steps=5000)), ["sampling_steps = 5000", "from 1 to 1000", "LIMITS['sampling_steps']"]),
+    (dict(config=dict(timesteps=20_000, sampling_steps=10)), ["timesteps = 20000", "LIMITS['timesteps']"]),
+]
+
+
+def _edit_many(edits):
+    def edit(ck):
+        for where, kv in edits.items(): {"config": ck["config"], "unet": ck["config"]["unet"], "lfae": ck["lfae"]["config"]}[where].update(kv)
+    return edit
+
+
+@pytest.mark.parametrize("edits, needles", COSTLY_CONFIGS, ids=[str(e)[:40] for e, _ in COSTLY_CONFIGS])
+def test_checkpoint_whose_config_costs_too_much_is_refused_before_building(tmp_path, edits, needles):
+    path = _edited_checkpoint(tmp_path, "costly.pt", _edit_many(edits))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for loader in (load_checkpoint, load_lfdm, load_lfae if "unet" not in edits and "config" not in edits else load_lfdm):
+        expect(lambda: loader(path), "costly.pt", "over lfdm's limit" if "LIMITS" not in needles[-1] else "", *needles)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300_000, "a model of the huge size was allocated"
+
+
+def test_a_raised_limit_lets_the_user_load_what_they_mean(tmp_path, monkeypatch):
+    "Each bound is a number in `lfdm.core.LIMITS`; a user who means a larger model raises it."
+    from lfdm.core import LIMITS
+    path = _edited_checkpoint(tmp_path, "steps.pt", _edit_many(dict(config=dict(sampling_steps=1500))))
+    expect(lambda: load_lfdm(path), "sampling_steps = 1500")
+    monkeypatch.setitem(LIMITS, "sampling_steps", 2000)
+    assert load_lfdm(path).config.sampling_steps == 1500
+    monkeypatch.setitem(LIMITS, "model_parameters", 2_700_000)        # the bundled LFAE has 2.62 M weights, its U-Net 2.76 M
+    expect(lambda: load_lfdm(BUNDLED), "its stored U-Net", "2,756,003 model parameters, over lfdm's limit of 2,700,000")
+
+
+def test_checkpoint_that_unpacks_far_beyond_its_size_is_refused_unread(tmp_path):
+    "A zip whose entries are compressed (torch never writes one) could hide gigabytes in a small file: refused from its directory."
+    import zipfile
+    ck = torch.load(BUNDLED, map_location="cpu", weights_only=True)
+    ck["padding"] = torch.zeros(64 * 2 ** 20 // 4)                         # 64 MB of zeros: 64 KB once deflated
+    torch.save(ck, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as zin, zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist(): zout.writestr(info.filename, zin.read(info.filename))
+    expect(lambda: load_checkpoint(tmp_path / "bomb.pt"), "bomb.pt", "bytes unpacked from", "LIMITS['checkpoint_expansion']")
+    assert load_checkpoint(tmp_path / "plain.pt")["kind"] == "lfdm"          # the same contents stored plainly load
 
 def test_checkpoint_with_nan_weights_names_the_file(tmp_path, existing):
     def nan_unet(ck): k = next(iter(ck["state_dict"])); ck["state_dict"][k] = ck["state_dict"][k].float() * math.nan

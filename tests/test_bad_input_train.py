@@ -214,10 +214,11 @@ def test_a_resume_given_other_settings_is_refused(run_copy):
 # ---------------------------------------------------------------- leftovers of a killed run
 
 def test_leftover_temporaries_are_removed_on_start(run_copy, capsys):
-    temps = [run_copy / "checkpoints" / ".step_0000003.k2j4x9_a.pt", run_copy / "checkpoints" / ".best.0a1b2c3d.pt",
-             run_copy / ".flows.q1w2e3r4.pt", run_copy / ".config.abcdefgh.yaml", run_copy / ".log.zz_zz_zz.csv"]
+    temps = [run_copy / "checkpoints" / ".step_0000003.lfdm-tmp-k2j4x9_a.pt", run_copy / "checkpoints" / ".best.lfdm-tmp-0a1b2c3d.pt",
+             run_copy / ".flows.lfdm-tmp-q1w2e3r4.pt", run_copy / ".config.lfdm-tmp-abcdefgh.yaml", run_copy / ".log.lfdm-tmp-zz_zz_zz.csv"]
     for t in temps: t.write_bytes(b"half written")
-    keep = [run_copy / ".gitignore", run_copy / "checkpoints" / ".notes"]
+    keep = [run_copy / ".gitignore", run_copy / "checkpoints" / ".notes", run_copy / ".config.backup.yaml", run_copy / ".log.mine.csv",
+            run_copy / "checkpoints" / ".best.old1.pt"]                     # a user's own hidden files, named like ours but unmarked
     for k in keep: k.write_text("mine")
     train("lfae", None, run_copy, resume=True, overrides=["lfae_train.steps=3"], progress=False)
     assert "removed 5 temporary file(s) left by an interrupted run" in capsys.readouterr().out
@@ -258,18 +259,18 @@ BAD_NUMBERS = [
     ("lfae.lr=-1e-4", "config.lfae.lr must be a finite number > 0, got -0.0001."),
     ("lfae.lr=.inf", "config.lfae.lr must be a finite number > 0, got inf."),
     ("dm.lr=0", "config.dm.lr must be a finite number > 0, got 0.0."),
-    ("lfae.batch_size=0", "config.lfae.batch_size must be at least 1, got 0."),
-    ("dm.batch_size=-2", "config.dm.batch_size must be at least 1, got -2."),
-    ("data.num_workers=-1", "config.data.num_workers must be an integer in [0, 1024]"),
+    ("lfae.batch_size=0", "config.lfae.batch_size must be an integer >= 1, got 0."),
+    ("dm.batch_size=-2", "config.dm.batch_size must be an integer >= 1, got -2."),
+    ("data.num_workers=-1", "config.data.num_workers must be an integer from 0 to 1024"),
     ("lfae.betas=[0.9, 1.0]", "config.lfae.betas must be two numbers in [0, 1)"),
     ("lfae.betas=[0.9]", "config.lfae.betas must be two numbers in [0, 1)"),
     ("lfae_train.ema_decay=1", "config.lfae_train.ema_decay must be a finite number in [0, 1)"),
     ("lfae_train.grad_clip=inf", "config.lfae_train.grad_clip must be a finite number >= 0"),
-    ("lfae_train.seed=-1", "config.lfae_train.seed must be an integer in [0, 2**63)"),
-    ("data.seed=9223372036854775808", "config.data.seed must be an integer in [0, 2**63)"),
-    ("dm_train.max_clips=0", "config.dm_train.max_clips must be at least 1 (or null), got 0."),
-    ("lfae_train.save_every=0", "config.lfae_train.save_every must be at least 1, got 0."),
-    ("data.size=4", "config.data.size must be an integer in [8, 4096]"),
+    ("lfae_train.seed=-1", "config.lfae_train.seed must be an integer from 0 to 2**63 - 1"),
+    ("data.seed=9223372036854775808", "config.data.seed must be an integer from 0 to 2**63 - 1"),
+    ("dm_train.max_clips=0", "config.dm_train.max_clips must be an integer >= 1 (or null), got 0."),
+    ("lfae_train.save_every=0", "config.lfae_train.save_every must be an integer >= 1, got 0."),
+    ("data.size=4", "config.data.size must be an integer from 8 to 4096"),
     ("dm.null_cond_prob=nan", "config.dm.null_cond_prob must be a finite number in [0, 1)"),
 ]
 
@@ -292,8 +293,8 @@ def test_none_is_a_string_where_the_field_takes_no_null():
 
 @pytest.mark.parametrize("section, name, value, needle", [
     ("lfae", "lr", float("nan"), "config.lfae.lr must be a finite number > 0, got nan."),
-    ("lfae", "batch_size", 0, "config.lfae.batch_size must be at least 1, got 0."),
-    ("data", "num_workers", -1, "config.data.num_workers must be an integer in [0, 1024]"),
+    ("lfae", "batch_size", 0, "config.lfae.batch_size must be an integer >= 1, got 0."),
+    ("data", "num_workers", -1, "config.data.num_workers must be an integer from 0 to 1024"),
 ])
 def test_a_bad_python_config_is_refused_before_anything_is_written(tmp_path, section, name, value, needle):
     c = small()
@@ -378,3 +379,35 @@ def test_a_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch):
     expect(lambda: train("lfae", small(), tmp_path / "run", progress=False), "The lfae gradient is not finite at step 0",
            "The last good checkpoint: none yet", error=FloatingPointError)
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt"))
+
+
+# ---------------------------------------------------------------- run folders that heal (or say what is wrong)
+
+MISPLACED = [("config.yaml", "folder"), ("log.csv", "folder"), ("loss.png", "folder"), (".lock", "folder"), ("flows.pt", "folder"),
+             ("checkpoints/best.pt", "folder"), ("checkpoints", "file")]
+
+
+@pytest.mark.parametrize("name, kind", MISPLACED, ids=[f"{n}-is-a-{k}" for n, k in MISPLACED])
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "new"])
+def test_a_folder_where_a_file_belongs_is_named_and_nothing_changes(run_copy, name, kind, resume):
+    target = run_copy / name
+    if target.is_dir(): subprocess.run(["rm", "-rf", str(target)], check=True)
+    else: target.unlink(missing_ok=True)
+    if kind == "folder": target.mkdir(); (target / "user.txt").write_text("mine")
+    else: target.write_text("mine")
+    before = digest(run_copy)
+    expect(lambda: train("lfae", None if resume else small(), run_copy, resume=resume, progress=False),
+           str(target), f"is a {kind}", "nothing was changed")
+    assert digest(run_copy) == before
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_that_loads(run_copy, capsys):
+    ckpts = sorted((run_copy / "checkpoints").glob("step_*.pt"))
+    assert [p.name for p in ckpts] == ["step_0000001.pt", "step_0000002.pt"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:5000])                      # a save cut short by a full disk or a power cut
+    r = train("lfae", None, run_copy, resume=True, overrides=["lfae_train.steps=3"], progress=False)
+    out = capsys.readouterr().out
+    assert "step_0000002.pt cannot be read" in out and "resuming from step_0000001.pt" in out, out
+    assert r.step == 3 and torch.load(ckpts[-1], weights_only=True)["train"]["step"] == 2      # step 2 was trained again and saved whole
+    for p in (run_copy / "checkpoints").glob("step_*.pt"): p.write_bytes(b"")
+    expect(lambda: train("lfae", None, run_copy, resume=True, progress=False), "None of the", "can be read", "without --resume")
