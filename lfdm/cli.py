@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .core import (InputError, clear_interrupt, request_interrupt, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
+from .core import (InputError, catch_stop_signals, clear_interrupt, interrupt_signal, request_interrupt, restore_signals, check_fps, check_int, check_number, check_output_path, check_seed, check_shape, coordinate_grid,
                        count_frames, default, displacement_to_rgb, get_device, load_image, read_video, write_video)
 from .data import ACTIONS, sample_frame_indices
 from .diffusion import state_to_flows
@@ -290,16 +290,16 @@ def _check_options(args):
     elif args.command in ("train-lfae", "train-dm", "finetune-decoder"): check_output_path(args.run, folder=True)
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors, 130 after Ctrl-C)."
+    "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors; 130, 143, 129 after SIGINT, SIGTERM, SIGHUP)."
     clear_interrupt()
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, request_interrupt) if main_thread else None   # remembered, so a swallowed Ctrl-C still stops (00_core)
+    old = catch_stop_signals(request_interrupt)    # remembered, so a swallowed Ctrl-C still stops (00_core); SIGTERM, SIGHUP alike
     try: return _main(argv)
-    except KeyboardInterrupt:                  # Ctrl-C at any point: atomic writes have already removed their temporary files
-        print("Interrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:                  # a stop at any point: atomic writes have already removed their temporary files
+        signum = interrupt_signal() or signal.SIGINT
+        print("Interrupted." if signum == signal.SIGINT else f"Interrupted by {signal.Signals(signum).name}.", file=sys.stderr)
+        return 128 + int(signum)
     finally:
-        if old is not None: signal.signal(signal.SIGINT, old)
+        restore_signals(old)
         clear_interrupt()
 
 def _main(argv):

@@ -25,13 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['LIMITS', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'INT_MAX', 'SEED_MAX', 'FPS_RANGE', 'GIF_MAX_FPS',
-           'TEMP_MARK', 'RANGE_TOLERANCE', 'PIPELINE', 'InputError', 'exists', 'default', 'get_device',
+           'TEMP_MARK', 'RANGE_TOLERANCE', 'PIPELINE', 'STOP_SIGNALS', 'InputError', 'exists', 'default', 'get_device',
            'seed_everything', 'check_shape', 'over_limit', 'autocast_off', 'model_cost', 'check_model_cost',
            'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video', 'int_problem',
            'number_problem', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
-           'atomic_write', 'to_uint8_frames', 'write_video', 'coordinate_grid', 'displacement_to_rgb', 'color_wheel',
-           'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png', 'explorer', 'pipeline_diagram',
-           'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt', 'check_interrupt', 'clear_interrupt']
+           'atomic_write', 'check_unit_range', 'to_uint8_frames', 'write_video', 'coordinate_grid',
+           'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png',
+           'explorer', 'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt',
+           'check_interrupt', 'interrupt_signal', 'clear_interrupt', 'catch_stop_signals', 'restore_signals']
 
 # %% ../nbs/00_core.ipynb #8174a87c
 class InputError(ValueError):
@@ -314,6 +315,13 @@ def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
         durations = []
         for k in range(getattr(im, "n_frames", 1)):
             im.seek(k); durations.append(im.info.get("duration") or 0)
+            if im.size != (w, h):                                   # a frame reaching outside the GIF's canvas: Pillow grows that frame
+                raise InputError(f"GIF {path}: frame {k} is {im.size[0]} x {im.size[1]} but frame 0 is {w} x {h} (a frame reaches outside the "
+                                 "GIF's canvas); a clip needs one frame size: re-export it.")
+    with open(path, "rb") as f: f.seek(-1, os.SEEK_END); last = f.read(1)
+    if last != b";":                                                # every complete GIF ends with the trailer byte 0x3B
+        raise InputError(f"GIF {path} is cut short: it lacks the trailer that ends every complete GIF, so frames after the "
+                         f"{len(durations)} found may be missing. Use a complete copy.")
     if not durations or min(durations) <= 0: return None, len(durations), w, h
     return [max(1, round(d / min(durations))) for d in durations], len(durations), w, h
 
@@ -573,6 +581,20 @@ def atomic_write(path: str | Path, # the file to (re)write
 # %% ../nbs/00_core.ipynb #94d04ce6
 RANGE_TOLERANCE = 1e-4     # float frames may overshoot [0, 1] by this much (rounding); more is a mistake, e.g. frames in 0..255
 
+def check_unit_range(x, # the tensor to check
+                     name: str, # what it is, for the message ('image', 'videos', ...)
+                     tolerance: float = 0.0, # allowed overshoot beyond [0, 1] (e.g. `RANGE_TOLERANCE` for resampled frames)
+                    ) -> torch.Tensor:
+    "`x` if it is a float tensor with real values, all finite and in [0, 1]; else an `InputError` naming `name` and what was found."
+    if not isinstance(x, torch.Tensor): raise InputError(f"{name} must be a torch tensor in [0, 1], got a {type(x).__name__}.")
+    if x.device.type == "meta": raise InputError(f"{name} is on the meta device: it has a shape but no values. Create it on 'cpu' or 'cuda'.")
+    if not x.is_floating_point(): raise InputError(f"{name} must be a float tensor in [0, 1], got {x.dtype} (divide 8-bit images by 255).")
+    if x.numel() and not ((x >= -tolerance) & (x <= 1 + tolerance)).all():    # NaN fails both comparisons
+        finite = x[torch.isfinite(x)]
+        found = "NaN or infinite values" if finite.numel() < x.numel() else f"values from {float(finite.min()):.4g} to {float(finite.max()):.4g}"
+        raise InputError(f"{name} values must be in [0, 1], without NaN or infinity; found {found} (divide 8-bit images by 255).")
+    return x
+
 def to_uint8_frames(video: torch.Tensor, # `c f h w` float in [0, 1] (c = 1 or 3)
                    ) -> np.ndarray:
     "A float video as `f h w 3` uint8, for writers and displays."
@@ -816,19 +838,37 @@ def skip_slow_cells(shell=None, # an IPython shell (default: the running one, if
     return True
 
 # %% ../nbs/00_core.ipynb #9c8424d2
+import signal
 import threading
 _interrupt = threading.Event()
+_interrupt_signal: list = [None]
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))   # SIGHUP: not on Windows
 
 def request_interrupt(signum=None, frame=None):
-    "SIGINT handler: remember the request (see `check_interrupt`) and raise `KeyboardInterrupt` now."
-    _interrupt.set()
+    "Handler of the stop signals: remember the request and its signal (see `check_interrupt`), and raise `KeyboardInterrupt` now."
+    _interrupt.set(); _interrupt_signal[0] = signum
     raise KeyboardInterrupt
 
 def check_interrupt():
     "Raise `KeyboardInterrupt` if `request_interrupt` ran since the last `clear_interrupt`: a swallowed Ctrl-C still stops a loop."
     if _interrupt.is_set(): raise KeyboardInterrupt
 
+def interrupt_signal() -> int | None:
+    "The signal behind the last `request_interrupt` (None if there was none, or it was called without one)."
+    return _interrupt_signal[0] if _interrupt.is_set() else None
+
 def clear_interrupt():
     "Forget an earlier interrupt request."
-    _interrupt.clear()
+    _interrupt.clear(); _interrupt_signal[0] = None
 
+def catch_stop_signals(handler) -> dict:
+    """Install `handler` for SIGINT, SIGTERM and SIGHUP; returns the old handlers, for `restore_signals`. Only in the main thread (an
+    empty dict elsewhere). A SIGTERM or SIGHUP that the parent made us ignore stays ignored (`nohup` ignores SIGHUP so that a closed
+    terminal does not stop the job); SIGINT is always taken, since a shell starts background jobs with it ignored."""
+    if threading.current_thread() is not threading.main_thread(): return {}
+    return {s: signal.signal(s, handler) for s in STOP_SIGNALS if s == signal.SIGINT or signal.getsignal(s) != signal.SIG_IGN}
+
+def restore_signals(old: dict):
+    "Put back the handlers that `catch_stop_signals` replaced."
+    for s, h in old.items(): signal.signal(s, h)

@@ -87,8 +87,12 @@ def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [(i, row) for i, row in enumerate(csv.reader(f), 1) if any(c.strip() for c in row)]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"Cannot read {path} as a UTF-8 CSV file ({type(e).__name__}: {e}).") from e
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise InputError(f"{path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} on line {line} is not valid UTF-8 (a Latin-1 or "
+                         "Windows-1252 file?). Re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+    except csv.Error as e:
+        raise InputError(f"Cannot read {path} as a CSV file ({e}).") from None
 
 def _scan_csv(root: Path, csv_path=None) -> list[Clip]:
     "Clips listed in a CSV with columns path,label[,subject]; paths relative to the CSV's folder."
@@ -103,13 +107,19 @@ def _scan_csv(root: Path, csv_path=None) -> list[Clip]:
                          "Expected columns: path,label[,subject].")
     col = {name: header.index(name) for name in ("path", "label", "subject") if name in header}
     cell = lambda row, name: row[col[name]].strip() if name in col and col[name] < len(row) else ""
-    clips, absent = [], []
+    clips, absent, seen = [], [], {}
     for line, row in rows[1:]:
         rel, label = cell(row, "path"), cell(row, "label")
+        if any("\n" in c for c in row):
+            raise InputError(f"{path}, line {line}: a quote (\") is opened and never closed, so the lines after it were read as one cell; "
+                             "close it or remove it.")
         if not rel or not label: raise InputError(f"{path}, line {line}: the path or the label is empty ({row}).")
         p = Path(rel).expanduser()
         if not p.is_absolute(): p = path.parent / p
         if not p.exists(): absent.append(f"line {line}: {p}"); continue
+        if (key := os.path.realpath(p)) in seen:
+            raise InputError(f"{path}, lines {seen[key]} and {line} list the same clip {rel}: a clip counts once; remove one of them.")
+        seen[key] = line
         clip_path, n = _resolve_clip(p, hint)
         clips.append(Clip(clip_path, label, cell(row, "subject") or None, n))
     if absent:
@@ -150,10 +160,22 @@ UTD_MHAD_TEST_SUBJECTS = ("4", "6", "7", "8")
 _UTD_NAME = re.compile(r"a(\d+)_s(\d+)_t(\d+)(?:_color)?", re.IGNORECASE)
 _UTD_TREE = "The 'utd_mhad' layout expects clips named a<action>_s<subject>_t<trial>[_color] (videos or frame folders) under root."
 
+def _walk(root: Path):
+    """`os.walk(root)` following symlinks, but into each real folder once (compared by real path): a symlink cycle (`a/up -> ..`,
+    or two sibling folders linking each other) cannot loop, and a folder linked under two names is read once."""
+    seen = {os.path.realpath(root)}
+    for here, dirnames, filenames in os.walk(root, followlinks=True):
+        fresh = []
+        for d in dirnames:
+            real = os.path.realpath(os.path.join(here, d))
+            if real not in seen: seen.add(real); fresh.append(d)
+        dirnames[:] = fresh
+        yield here, dirnames, filenames
+
 def _scan_named(root: Path, pattern: re.Pattern, hint: str):
     "(path, regex match, frame count or None) for every clip under `root` whose name (a file's stem) fully matches `pattern`."
     found = []
-    for here, dirnames, filenames in os.walk(root, followlinks=True):
+    for here, dirnames, filenames in _walk(root):
         dirnames[:] = sorted((d for d in dirnames if _visible(d)), key=_natural_key)
         for d in list(dirnames):
             if m := pattern.fullmatch(d):
@@ -223,16 +245,17 @@ LAYOUTS = {
 
 def _names_near(root: Path, depth: int = 3):
     "Names of the visible folders and file stems within `depth` levels of `root`."
-    for here, dirnames, filenames in os.walk(root, followlinks=True):
+    for here, dirnames, filenames in _walk(root):
         level = len(Path(here).relative_to(root).parts)
         dirnames[:] = [d for d in dirnames if _visible(d)] if level + 1 < depth else []
         yield from dirnames
         yield from (Path(f).stem for f in filenames if _visible(f))
 
 def _is_clip_csv(p: Path) -> bool:
-    "Whether `p` is a CSV whose header has `path` and `label` columns."
+    "Whether `p` is a CSV whose header has `path` and `label` columns (an InputError if it cannot be read as UTF-8: said, not skipped)."
     try: rows = _read_csv_rows(p)
-    except InputError: return False
+    except InputError as e:
+        raise InputError(f"{e} (layout='auto' reads each .csv beside the clips to choose a layout; name the layout to skip this)") from None
     return bool(rows) and {"path", "label"} <= {h.strip().lower() for h in rows[0][1]}
 
 def detect_layout(root: str | Path, # the dataset folder
@@ -247,10 +270,12 @@ def detect_layout(root: str | Path, # the dataset folder
            for d in numbered for g in _entries(d)):
         return "mug"
     names = list(_names_near(root))
-    if any(_UTD_NAME.fullmatch(n) for n in names): return "utd_mhad"
-    if any(_NATOPS_NAME.fullmatch(n) for n in names): return "natops"
-    if sum(_is_clip_csv(p) for p in _entries(root) if p.is_file() and p.suffix.lower() == ".csv") == 1: return "csv"
-    return "folders"
+    fits = [name for name, pattern in (("utd_mhad", _UTD_NAME), ("natops", _NATOPS_NAME)) if any(pattern.fullmatch(n) for n in names)]
+    if sum(_is_clip_csv(p) for p in _entries(root) if p.is_file() and p.suffix.lower() == ".csv") == 1: fits.append("csv")
+    if len(fits) > 1:
+        raise InputError(f"{root} fits more than one layout ({', '.join(fits)}), so lfdm will not guess: pass the one you mean, "
+                         f"layout='{fits[0]}' (command line: --set data.layout={fits[0]}).")
+    return fits[0] if fits else "folders"
 
 # %% ../nbs/01a_folders.ipynb #edc0218f
 def _choose_classes(clips: list[Clip], # every clip the layout found

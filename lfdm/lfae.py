@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, _as_size, check_shape, default, exists, explorer, get_device, coordinate_grid
+from .core import RANGE_TOLERANCE, InputError, _as_size, check_shape, check_unit_range, default, exists, explorer, get_device, coordinate_grid
 from .warp import warp, resize_flow, resize_occlusion
 from .regions import (SameBlock2d, DownBlock2d, UpBlock2d, AntiAliasInterpolation2d, RegionPredictor,
                           BackgroundMotionPredictor)
@@ -302,8 +302,15 @@ class VGG19Features(nn.Module):
                              "Use reconstruction='l1_ssim' (the default) or pass vgg19_weights=PATH.")
         self.features = vgg19_layers()
         try: state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e: raise InputError(f"Cannot read VGG-19 weights from {path} ({type(e).__name__}: {e}).") from e
-        state = {k: v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) <= _VGG19_TAPS[-1]}
+        except Exception as e:
+            if "Weights only load failed" in str(e) and "GLOBAL" in str(e):   # a pickled object (a class, a function): never loaded
+                raise InputError(f"{path} holds Python objects other than tensors, which could run code if loaded unsafely, so lfdm does "
+                                 "not load it. Give torchvision's VGG-19 state dict saved as tensors only (torch.save(model.state_dict()))."
+                                 ) from None
+            raise InputError(f"Cannot read VGG-19 weights from {path} ({type(e).__name__}): it is truncated, corrupt, or not a torch file.") from None
+        if not isinstance(state, dict): raise InputError(f"{path} holds a {type(state).__name__}, not a VGG-19 state dict (names to tensors).")
+        layer = lambda k: int(k.split(".")[1]) if k.split(".")[1:2] and k.split(".")[1].isdigit() else 10 ** 6
+        state = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith("features.") and layer(k) <= _VGG19_TAPS[-1]}
         try: self.features.load_state_dict({k[len("features."):]: v for k, v in state.items()})
         except RuntimeError as e: raise InputError(f"{path} is not a VGG-19 state dict with torchvision's key names: {str(e)[:300]}") from e
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
@@ -406,6 +413,7 @@ class LFAETrainer:
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         "The loss terms for one batch (keys: total, reconstruction, shift, affine)."
         source, driving = batch["source"].to(self.device), batch["driving"].to(self.device)
+        for name, x in (("source frames", source), ("driving frames", driving)): check_unit_range(x, name, RANGE_TOLERANCE)   # NaN, 0..255
         out = self.model(source, driving)
         c = self.config
         with torch.autocast(driving.device.type, enabled=False):              # the loss in float32 under bf16 autocast (09_train)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import lfdm
-from .core import LIMITS, InputError, atomic_write, check_int, check_model_cost, check_number, check_shape, default, exists, explorer, over_limit
+from .core import LIMITS, RANGE_TOLERANCE, InputError, atomic_write, check_int, check_model_cost, check_number, check_shape, check_unit_range, default, exists, explorer, over_limit
 from .data import ACTIONS
 from .diffusion import Diffusion, flows_to_state, guided_denoiser, state_to_flows
 from .lfae import LFAE, LFAEConfig
@@ -29,9 +29,9 @@ from .warp import flow_to_rgb, identity_grid
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MAX_GUIDANCE', 'save_checkpoint', 'load_checkpoint',
-           'config_from_dict', 'LFDMConfig', 'LFDM', 'keep_in_frame', 'encode_clips', 'EncodedClips', 'fit_dm',
-           'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm', 'bundled_checkpoint', 'plot_generated',
-           'denoising_explorer', 'guidance_explorer', 'motion_features', 'knn_classify']
+           'check_config_cost', 'config_from_dict', 'LFDMConfig', 'LFDM', 'keep_in_frame', 'encode_clips',
+           'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm', 'bundled_checkpoint',
+           'plot_generated', 'denoising_explorer', 'guidance_explorer', 'motion_features', 'knn_classify']
 
 # %% ../nbs/08_lfdm.ipynb #671c05cc
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
@@ -71,6 +71,9 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     _check_unpacked_size(path)
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if "Weights only load failed" in str(e) and "GLOBAL" in str(e):          # torch refused a pickled object: never load it otherwise
+            raise InputError(f"Checkpoint {path} holds Python objects other than tensors and plain values, which could run code if "
+                             "loaded unsafely, so lfdm does not load it (weights_only=False is never the fix). Use a checkpoint written by lfdm.") from None
         raise InputError(f"Checkpoint {path} cannot be read ({type(e).__name__}): it is truncated, corrupt, or not a torch file. "
                          "Use an intact copy.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -188,20 +191,29 @@ def _built(path, build: Callable):
         raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
                          "the file is damaged or was edited.") from None
 
+def check_config_cost(whose: str, # how messages begin, e.g. "Checkpoint run.pt: its stored" or "The config's"
+                      lfae: LFAEConfig, # stage one
+                      unet: UNet3DConfig | None = None, # stage two's U-Net (None: stage one only)
+                      num_frames: int = 16, # frames the U-Net denoises at once
+                      fix: str = "use smaller sizes", # what the user can do instead
+                     ):
+    "Refuse configs whose models exceed `LIMITS` (weights, or one sample's activations), measured on the meta device before any is built."
+    s, n = lfae.image_size, lfae.latent_size
+    check_model_cost(f"{whose} LFAE ({s}² images)", lambda: LFAE(lfae), (1, 3, s, s), (1, 3, s, s), key=f"lfae {lfae!r}", fix=fix)
+    if unet is None: return
+    check_model_cost(f"{whose} U-Net ({num_frames} frames of {n}² latents)", lambda: UNet3D(unet), (1, unet.channels, num_frames, n, n),
+                     (1,), (1, unet.cond_channels, n, n), key=f"unet {unet!r} {num_frames} {n}", fix=fix)
+
 def _check_cost(ckpt: dict, path):
-    "Refuse a checkpoint whose stored configs build a model over `LIMITS` (weights, or one sample's activations), before building it."
+    "Refuse a checkpoint whose stored configs build a model over `LIMITS` (`check_config_cost`), before building it."
     part = ckpt if ckpt["kind"] == "lfae" else ckpt.get("lfae")
     if not isinstance(part, dict) or not isinstance(part.get("config"), dict): return
     fix = "nothing was built from it (the file is damaged or was edited)"
     lfae_config = _built(path, lambda: config_from_dict(LFAEConfig, part["config"], "lfae config"))
-    s, n = lfae_config.image_size, lfae_config.latent_size
-    _built(path, lambda: check_model_cost(f"Checkpoint {path}: its stored LFAE ({s}² images)", lambda: LFAE(lfae_config),
-                                          (1, 3, s, s), (1, 3, s, s), key=f"lfae {lfae_config!r}", fix=fix))
-    if ckpt["kind"] != "lfdm": return
+    if ckpt["kind"] != "lfdm": return _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, fix=fix))
     u = _built(path, lambda: config_from_dict(UNet3DConfig, ckpt["config"].get("unet", {}), "config.unet"))
     f = ckpt["config"].get("num_frames", u.num_frames)                          # stored configs are complete; bounds checked above
-    _built(path, lambda: check_model_cost(f"Checkpoint {path}: its stored U-Net ({f} frames of {n}² latents)", lambda: UNet3D(u),
-                                          (1, u.channels, f, n, n), (1,), (1, u.cond_channels, n, n), key=f"unet {u!r} {f} {n}", fix=fix))
+    _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, u, f, fix))
 
 def config_from_dict(cls, d: dict, name: str = "config"):
     "Build dataclass `cls` from plain `d`, naming any unknown key (nested dataclass fields are built too)."
@@ -265,6 +277,7 @@ class LFDMConfig:
         if self.num_frames < 2: raise InputError(f"num_frames must be at least 2, got {self.num_frames}.")
         if not 0 <= self.null_cond_prob < 1: raise InputError(f"null_cond_prob must be in [0, 1), got {self.null_cond_prob}.")
         if not self.flow_scale > 0: raise InputError(f"flow_scale must be positive, got {self.flow_scale}.")
+        if self.sampler not in ("ddim", "ddpm"): raise InputError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}.")
         if not (isinstance(self.eta, numbers.Real) and not isinstance(self.eta, bool) and 0 <= self.eta <= 1):   # NaN fails too
             raise InputError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta!r}.")
 
@@ -315,6 +328,8 @@ def _lfdm_class_ids(self, classes, # a name, an id, or a list / LongTensor of th
         if classes.is_floating_point(): raise InputError(f"classes must be names or integer ids, got a {classes.dtype} tensor.")
         ids = classes.long().flatten().tolist()
     else:
+        if isinstance(classes, (bytes, bytearray)):                             # iterable, but as bytes: b'jump' would read as ids 106, 117, ...
+            raise InputError(f"classes must be names (str) or integer ids, got bytes {bytes(classes)!r}; decode them first (.decode()).")
         if not isinstance(classes, (str, int, np.integer)) and not hasattr(classes, "__iter__"):   # 1.5, None, ...
             raise InputError(f"classes must be a name, an integer id, or a list of them; got {classes!r}.")
         items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
@@ -357,8 +372,7 @@ _attach(LFDM, _lfdm_from_diffusion)
 def _lfdm_check_videos(self, videos: torch.Tensor) -> torch.Tensor:
     s = self.lfae.config.image_size
     check_shape(videos, "b c f h w", "videos", c=self.lfae.config.num_channels, h=s, w=s)
-    if not videos.is_floating_point(): raise InputError(f"videos must be float tensors in [0, 1], got {videos.dtype}.")
-    return videos
+    return check_unit_range(videos, "videos", RANGE_TOLERANCE)                 # as `sample` checks its image: NaN, 0..255, meta refused
 
 def _lfdm_encode_videos(self, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,6 +396,9 @@ def _lfdm_forward(self, videos: torch.Tensor | None = None, # `b 3 f H W` traini
     "The diffusion training loss on a batch of clips (videos, or cached flows), with condition dropout `null_cond_prob`."
     if exists(videos): states, features = self.encode_videos(videos)
     if not (exists(states) and exists(features)): raise InputError("Give training videos, or both cached states and features.")
+    for name, x in (("states", states), ("features", features)):
+        if not isinstance(x, torch.Tensor) or x.device.type == "meta" or not x.is_floating_point() or not torch.isfinite(x).all():
+            raise InputError(f"cached {name} must be a float tensor of finite values (a corrupt flow cache? delete it to re-encode).")
     b = len(states)
     cond = class_embeddings if self.config.unet.cond_mode == "embedding" else self.class_ids(classes, b)
     null = default(null, lambda: torch.rand(b, device=states.device) < self.config.null_cond_prob)
@@ -451,13 +468,13 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
     c = self.config
     # the options first, before any work; `guidance < 0` alone would let NaN through (NaN fails every comparison)
     if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
-    if steps is not None: check_int(steps, "the number of sampling steps", 1, c.timesteps)
-    if num_frames is not None: check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
+    if steps is not None: steps = check_int(steps, "the number of sampling steps", 1, c.timesteps)
+    if num_frames is not None: num_frames = check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {generator!r}.")
     if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
     if image.ndim == 3: image = image[None]
-    image = self.lfae.check_images(image, "image")
-    if not ((image >= 0) & (image <= 1)).all():                             # also catches NaN, which fails every comparison
-        raise InputError("image values must be in [0, 1], without NaN or infinity (divide 8-bit images by 255).")
+    image = self.lfae.check_images(check_unit_range(image, "image"), "image")   # values: NaN and 0..255 refused, meta tensors too
     b = len(image)
     if c.unet.cond_mode == "embedding":
         if not exists(class_embeddings): raise InputError("This model is conditioned on class embeddings: pass class_embeddings (b, cond_dim).")

@@ -32,11 +32,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .core import INT_MAX, SEED_MAX, TEMP_MARK, InputError, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
+from .core import INT_MAX, SEED_MAX, STOP_SIGNALS, TEMP_MARK, InputError, catch_stop_signals, restore_signals, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
 from .data import ACTIONS, ClipDataset, FramePairDataset, ProceduralActions
 from .folders import LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, VideoFolder
 from .lfae import LFAE, LFAEConfig, LFAETrainer
-from .lfdm import (LFDM, LFDMConfig, EncodedClips, _cpu_state, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
+from .lfdm import (LFDM, LFDMConfig, EncodedClips, _cpu_state, check_config_cost, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
                    load_lfae, save_checkpoint)
 from .unet3d import UNet3DConfig
 
@@ -44,8 +44,8 @@ try: import fcntl                         # POSIX: the kernel's lock on RUN/.loc
 except ImportError: fcntl = None          # elsewhere the recorded pid alone decides
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAX_YAML_DEPTH', 'MAX_CONFIG_BYTES', 'STOP_SIGNALS', 'DataConfig', 'TrainConfig', 'check_config', 'Config',
-           'preset', 'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
+__all__ = ['PRESETS', 'MAX_YAML_DEPTH', 'MAX_CONFIG_BYTES', 'DataConfig', 'TrainConfig', 'check_config', 'Config', 'preset',
+           'release_frame_indices', 'ReleaseClipDataset', 'config_to_dict', 'structure', 'config_from_yaml',
            'save_config', 'apply_overrides', 'config_changes', 'resume_config', 'StepBatches', 'step_loader',
            'LFAEStage', 'DMStage', 'make_source', 'weights_hash', 'cpu_supports_bf16', 'resolve_amp',
            'to_channels_last', 'TrainResult', 'latest_checkpoint', 'RunLock', 'train', 'make_dataset']
@@ -424,7 +424,9 @@ def apply_overrides(config: Config, # the config to change (not modified)
                                  + (f"; it has: {', '.join(known)}." if known else "."))
             if i == len(parts) - 1:
                 hint = typing.get_type_hints(type(obj)).get(part) if is_dataclass(obj) else None
-                node[part] = _override_value(raw, hint)
+                value = _override_value(raw, hint)
+                # `--set lfae={lr: 1e-3}` changes lr and keeps the section's other settings, as a --config file does (`_merge`)
+                node[part] = _merge(node[part], value, key) if isinstance(value, dict) and isinstance(node[part], dict) else value
             else: node, obj = node[part], getattr(obj, part, None)
     return structure(Config, d, "config")
 
@@ -683,7 +685,6 @@ def _dist_info() -> tuple[int, int, int]:
     "(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))   # SIGHUP: not on Windows
 
 def _signal_name(signum: int | None) -> str:
     return "" if signum is None else f" by {signal.Signals(signum).name}"
@@ -693,13 +694,10 @@ class _Interrupt:
     checks after each step, so each of them saves a checkpoint before the run stops. Installed only in the main thread."""
     def __init__(self): self.flag, self.signum, self.old = False, None, {}
     def __enter__(self):
-        for s in STOP_SIGNALS:
-            try: self.old[s] = signal.signal(s, self._handle)
-            except ValueError: break                                           # not the main thread: leave the signals alone
+        self.old = catch_stop_signals(self._handle)                              # 00_core's one way in (main thread; nohup respected)
         return self
     def _handle(self, signum, frame): self.flag, self.signum = True, signum
-    def __exit__(self, *exc):
-        for s, old in self.old.items(): signal.signal(s, old)
+    def __exit__(self, *exc): restore_signals(self.old)
 
 # %% ../nbs/09_train.ipynb #1be4144b
 def _numeric_row(r: list[str], n: int) -> bool:
@@ -902,7 +900,9 @@ def _check_size(model: LFAE, config: Config):
 
 def _build(stage: str, config: Config, lfae: str | Path | None, device, init: dict | None):
     "The stage module (built from the config, from a stage-one checkpoint, or from the checkpoint being resumed)."
+    fix = "use smaller sizes in the config (lfae.*, dm.unet.*, dm.num_frames)"
     if stage == "lfae":
+        check_config_cost("The config's", config.lfae, fix=fix)                # weights and activations, before anything is built
         return LFAEStage(_check_size(LFAE(config.lfae), config).to(device))
     if stage == "decoder":
         if init is None and lfae is None: raise InputError("Fine-tuning the decoder needs a trained LFAE: pass its checkpoint (--lfae).")
@@ -911,6 +911,7 @@ def _build(stage: str, config: Config, lfae: str | Path | None, device, init: di
     if init is not None: model = _lfae_from(init["lfae"])
     elif lfae is None: raise InputError("train-dm needs the trained stage-one model: pass --lfae CHECKPOINT (from train-lfae, or data_samples/lfdm_tiny.pt).")
     else: model = load_lfae(lfae)
+    check_config_cost("The config's", model.config, config.dm.unet, config.dm.num_frames, fix=fix)
     return DMStage(LFDM(_check_size(model, config), config.dm).to(device))
 
 def _lfae_from(part: dict) -> LFAE:
@@ -922,7 +923,7 @@ def _used_clips(stage: str, source, tc: TrainConfig) -> int:
 
 # %% ../nbs/09_train.ipynb #5bff75e8
 def _checked_source(stage: str, config: Config, tc: TrainConfig, progress: bool = False):
-    "The stage's clip source, with every clip it will train on opened now: a file that cannot be decoded is named before the first step."
+    "The stage's clip source, every clip it will train on decoded now (first and last frame): a bad file is named before the first step."
     source = make_source(config.data, config.dm.classes if stage == "dm" else None)
     if not isinstance(source, VideoFolder): return source                    # rendered clips: nothing on disk to check
     n = _used_clips(stage, source, tc)
@@ -932,8 +933,10 @@ def _checked_source(stage: str, config: Config, tc: TrainConfig, progress: bool 
         items = tqdm(items, desc="checking clips", unit="clip", leave=False)
     for i in items:
         path = source.clips[i].path
-        try: frames = source.length(i)                                        # videos: decodes the header and counts the frames
-        except InputError as e:
+        try:
+            frames = source.length(i)                                         # videos: the header, and the frames counted
+            source.read(i, [0, frames - 1])                                   # first and last frame decoded at training size (for GIF
+        except InputError as e:                                               # and MP4 this decodes the whole clip: sizes, truncation)
             raise InputError(f"{e} (clip {i + 1} of {n}; every clip is checked before training starts: replace or remove it)") from None
         except (OSError, RuntimeError) as e:
             raise InputError(f"Cannot read clip {path} ({type(e).__name__}: {e}); replace or remove it.") from None

@@ -115,6 +115,7 @@ def files(tmp_path_factory):
     (d / "random.pt").write_bytes(np.random.default_rng(2).bytes(4096))
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt"); torch.save(torch.zeros(3), d / "tensor.pt")
     with open(d / "pickled.pt", "wb") as f: pickle.dump(Path("x"), f)                  # a pickle that is not weights-only
+    torch.save({"format": "lfdm-checkpoint", "kind": "lfdm", "hook": Path("x")}, d / "payload.pt")   # an object torch refuses to build
     torch.save({"format": "lfdm-checkpoint", "config": {}}, d / "nokind.pt")
     raw = BUNDLED.read_bytes()
     (d / "lfdm_truncated.pt").write_bytes(raw[:len(raw) // 2])
@@ -262,7 +263,8 @@ def test_read_video_and_count_frames_reject_bad_files(files, name, needles):
 
 
 def test_truncated_gif_fails_when_read(files):
-    expect(lambda: read_video(files / "half.gif"), "Cannot read video", "half.gif")
+    expect(lambda: read_video(files / "half.gif"), "is cut short", "half.gif")
+    expect(lambda: count_frames(files / "half.gif"), "is cut short", "half.gif")     # found before training, not mid-run
 
 
 def test_frame_folders_and_indices(tmp_path, files):
@@ -431,6 +433,7 @@ BAD_CHECKPOINTS = [
     ("lfdm_truncated.pt", ["cannot be read", "truncated", "lfdm_truncated.pt"]),
     ("random.pt", ["cannot be read", "random.pt"]),
     ("pickled.pt", ["cannot be read", "pickled.pt"]),
+    ("payload.pt", ["holds Python objects other than tensors", "could run code", "payload.pt"]),   # said, and never loaded unsafely
     ("text.png", ["cannot be read", "text.png"]),
     ("foreign.pt", ["not an lfdm checkpoint", "foreign.pt"]),
     ("tensor.pt", ["not an lfdm checkpoint", "tensor.pt"]),
@@ -535,6 +538,50 @@ def test_sample_rejects_more_bad_input(model, image, cls, needles):
 def test_lfae_checks_its_inputs(model, call, needles):
     expect(lambda: call(model, _img(model, 1, 3, "S", "S")), *needles)
 
+
+# The same value checks at every entry point that takes pixels or options: sampling, the training forwards of both stages.
+def _clips(model, b=2, f=4):
+    s = model.lfae.config.image_size
+    return torch.rand(b, 3, f, s, s)
+
+
+API_CASES = [
+    ("sample: meta image", lambda m: m.sample(torch.zeros(3, 64, 64, device="meta"), "wave", steps=1, num_frames=2), ["on the meta device"]),
+    ("sample: int generator", lambda m: m.sample(_img(m, 3, "S", "S"), "wave", steps=1, num_frames=2, generator=5),
+     ["generator must be a torch.Generator", "got 5"]),
+    ("sample: bytes class", lambda m: m.sample(_img(m, 3, "S", "S"), b"jump", steps=1, num_frames=2), ["got bytes b'jump'", ".decode()"]),
+    ("forward: NaN pixel", lambda m: m(_clips(m) * float("nan"), ["wave", "clap"]), ["videos values must be in [0, 1]", "NaN"]),
+    ("forward: 0..255", lambda m: m(_clips(m) * 255, ["wave", "clap"]), ["videos values must be in [0, 1]", "from 0", "255"]),
+    ("forward: uint8", lambda m: m((_clips(m) * 255).byte(), ["wave", "clap"]), ["must be a float tensor", "uint8"]),
+    ("forward: meta", lambda m: m(torch.zeros(2, 3, 4, 64, 64, device="meta"), ["wave", "clap"]), ["on the meta device"]),
+    ("forward: NaN cache", lambda m: m(states=torch.full((2, 3, 4, 16, 16), float("nan")), features=torch.zeros(2, 128, 16, 16),
+                                       classes=["wave", "clap"]), ["cached states must be a float tensor of finite values"]),
+    ("lfae losses: 0..255", lambda m: _lfae_losses(m).losses(dict(source=_img(m, 2, 3, "S", "S") * 255, driving=_img(m, 2, 3, "S", "S"))),
+     ["source frames values must be in [0, 1]"]),
+    ("lfae losses: NaN", lambda m: _lfae_losses(m).losses(dict(source=_img(m, 2, 3, "S", "S"), driving=_img(m, 2, 3, "S", "S") * float("nan"))),
+     ["driving frames values must be in [0, 1]", "NaN"]),
+]
+
+
+def _lfae_losses(model):
+    from lfdm.lfae import LFAETrainer
+    return LFAETrainer(LFAE(model.lfae.config), device="cpu")                 # a trainable copy (the LFDM's own LFAE is frozen)
+
+
+@pytest.mark.parametrize("name, call, needles", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_entry_points_check_values_and_types(model, name, call, needles):
+    expect(lambda: call(model), *needles)
+
+
+def test_numpy_integers_are_integers_everywhere(model):
+    video = model.sample(_img(model, 3, "S", "S"), np.int64(3), steps=np.int64(1), num_frames=np.int64(2), generator=torch.Generator().manual_seed(0))
+    assert video.shape[2] == 2
+
+
+def test_a_bad_sampler_stored_in_a_checkpoint_is_said_to_come_from_it(tmp_path):
+    def edit(ck): ck["config"]["sampler"] = "euler"
+    path = _edited_checkpoint(tmp_path, "sampler.pt", edit)
+    expect(lambda: load_lfdm(path), "Checkpoint", "sampler.pt", "sampler must be 'ddim' or 'ddpm', got 'euler'")
 
 def test_lfae_casts_float64_images(model):
     x = _img(model, 1, 3, "S", "S")
@@ -1191,6 +1238,28 @@ def test_real_sigint_during_sampling_exits_130(tmp_path, existing, delay, inheri
     assert_untouched(existing)
     _no_temporaries(existing["out"].parent)
 
+
+@pytest.mark.parametrize("signame, code, ignored", [("SIGTERM", 143, False), ("SIGHUP", 129, False), ("SIGHUP", 130, True)],
+                         ids=["sigterm", "sighup", "sighup-under-nohup"])
+def test_sigterm_and_sighup_stop_sampling_as_cleanly_as_ctrl_c(existing, signame, code, ignored):
+    """`docker stop`, Slurm and `kill` send SIGTERM, a closed terminal SIGHUP: the same clean stop as Ctrl-C, with the shell's exit code.
+    Under `nohup` (SIGHUP ignored by the parent) SIGHUP must stay ignored: the run goes on until the SIGINT that follows."""
+    script = "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))"
+    ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None
+    p = subprocess.Popen([sys.executable, "-c", script, "demo", "--out", str(existing["out"]), "--steps", "1000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ignore)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(1.5)
+        p.send_signal(getattr(signal, signame))
+        if ignored: time.sleep(1.0); assert p.poll() is None, "SIGHUP stopped a run whose parent ignores it (nohup)"; p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == code, (p.returncode, err)
+    assert err.strip() == ("Interrupted." if code == 130 else f"Interrupted by {signame}.") and "Traceback" not in err, err
+    assert_untouched(existing)
+    _no_temporaries(existing["out"].parent)
 
 # ---------------------------------------------------------------- make-dataset: folders that must not be used
 

@@ -411,3 +411,63 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_that_loads(run_cop
     assert r.step == 3 and torch.load(ckpts[-1], weights_only=True)["train"]["step"] == 2      # step 2 was trained again and saved whole
     for p in (run_copy / "checkpoints").glob("step_*.pt"): p.write_bytes(b"")
     expect(lambda: train("lfae", None, run_copy, resume=True, progress=False), "None of the", "can be read", "without --resume")
+
+
+# ---------------------------------------------------------------- datasets checked for real before the first step
+
+def _two_frame_gif_with_a_frame_outside_its_canvas(path: Path):
+    from PIL import Image
+    frames = [Image.new("RGB", (32, 32), c) for c in ((200, 0, 0), (0, 0, 200))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    data = bytearray(path.read_bytes())
+    second = data.index(b"\x2c\x00\x00\x00\x00", data.index(b"\x2c\x00\x00\x00\x00") + 1)    # the second frame's descriptor
+    data[second + 1:second + 5] = (20).to_bytes(2, "little") * 2                               # moved to (20, 20): outside 32 x 32
+    path.write_bytes(bytes(data))
+
+
+def _flaw(videos: Path, flaw: str) -> tuple[str, list[str]]:
+    "Damage the dataset `videos` (make_dataset's folders + clips.csv) in one way; returns (layout to train with, needles)."
+    gif = sorted(videos.rglob("*.gif"))[3]
+    csv_file = videos / "clips.csv"
+    if flaw == "gif-cut-at-a-frame-boundary":
+        gif.write_bytes(gif.read_bytes()[:-1]); return "folders", [str(gif), "is cut short"]
+    if flaw == "gif-frame-outside-its-canvas":
+        _two_frame_gif_with_a_frame_outside_its_canvas(gif); return "folders", [str(gif), "reaches outside the GIF's canvas"]
+    if flaw == "csv-in-latin-1":
+        csv_file.write_bytes(csv_file.read_bytes() + "wave/caf\xe9.gif,wave,train000\n".encode("latin-1"))
+        return "auto", [str(csv_file), "is not UTF-8 text", "byte 0xe9 on line 10"]
+    if flaw == "csv-duplicate-row":
+        lines = csv_file.read_text().splitlines(); csv_file.write_text("\n".join(lines + [lines[2]]) + "\n")
+        return "csv", [str(csv_file), "lines 3 and 10 list the same clip"]
+    if flaw == "csv-unbalanced-quote":
+        lines = csv_file.read_text().splitlines(); lines.insert(3, '"' + lines[3]); csv_file.write_text("\n".join(lines) + "\n")
+        return "csv", [str(csv_file), "line 4: a quote", "never closed"]
+    if flaw == "two-layouts-fit":
+        os.rename(gif, gif.with_name("a1_s1_t1.gif")); return "auto", ["fits more than one layout (utd_mhad, csv)", "data.layout=utd_mhad"]
+    raise ValueError(flaw)
+
+
+FLAWS = ["gif-cut-at-a-frame-boundary", "gif-frame-outside-its-canvas", "csv-in-latin-1", "csv-duplicate-row", "csv-unbalanced-quote",
+         "two-layouts-fit"]
+
+
+@pytest.mark.parametrize("flaw", FLAWS)
+def test_a_flawed_dataset_is_named_before_the_first_step(tmp_path, videos, flaw):
+    layout, needles = _flaw(videos, flaw)
+    config = small(f"data.dataset={videos}", f"data.layout={layout}", "data.split=null")
+    expect(lambda: train("lfae", config, tmp_path / "run", progress=False), *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_symlink_cycle_between_sibling_folders_is_walked_once(tmp_path):
+    "Layouts that search a tree (utd_mhad, natops) follow symlinks; two folders linking each other must not loop."
+    from lfdm.folders import VideoFolder
+    root = tmp_path / "utd"
+    for d in ("a", "b"): (root / d).mkdir(parents=True)
+    for i, d in enumerate("ab"):
+        for t in (1, 2): make_clip = sorted(make_dataset(tmp_path / f"src{i}{t}", num_clips=1, size=32, length=4).rglob("*.gif"))[0]; \
+            os.rename(make_clip, root / d / f"a{i + 1}_s{t}_t1.gif")
+    os.symlink(root / "b", root / "a" / "to_b"); os.symlink(root / "a", root / "b" / "to_a")
+    start = time.perf_counter()
+    vf = VideoFolder(root, layout="utd_mhad", size=32)
+    assert len(vf) == 4 and time.perf_counter() - start < 10, (len(vf), time.perf_counter() - start)
