@@ -43,7 +43,7 @@ __all__ = ['ARMS', 'LFDM_ARMS', 'ARM_TRAIN', 'COST_MODELS', 'ARM_DATA_KEYS', 'PA
            'load_checkpoint_data', 'check_arm_data', 'merge_comparisons', 'main', 'part_outlines', 'InkActions',
            'write_domain_clips', 'save_decoder', 'with_decoder', 'decoder_drawn', 'domain_stage1', 'format_domain']
 
-# %% ../nbs/13_claims.ipynb #a18eaeae
+# %% ../nbs/13_claims.ipynb #cbc789e6
 @dataclass
 class KLAEConfig:
     "An image auto-encoder with a KL-regularised latent (latent diffusion's first stage), at the tiny size of this project."
@@ -77,6 +77,7 @@ class GroupResBlock(nn.Module):
         self.skip = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.skip(x) + self.block(x)
 
+# %% ../nbs/13_claims.ipynb #a18eaeae
 class KLAutoencoder(nn.Module):
     """x `b 3 H W` in [0, 1] → q(z|x) = N(μ, σ²) with z `b c h w` (h = H / 2^(levels - 1)) → x̂. `loss = ae(x)`;
     `ae.latents(x)` gives μ times `scale` (unit standard deviation over the training frames, set by `fit_scale`)."""
@@ -142,7 +143,7 @@ class KLAutoencoder(nn.Module):
         self.scale.fill_(1 / float(torch.cat(mus).float().std()))
         return float(self.scale)
 
-# %% ../nbs/13_claims.ipynb #90ae113f
+# %% ../nbs/13_claims.ipynb #e2b58602
 @dataclass
 class BaselineConfig:
     "A video diffusion baseline: 'vdm' diffuses the RGB frames, 'ldm' the latents of a `KLAutoencoder`; conditioned as LFDM is."
@@ -194,6 +195,7 @@ class BaselineConfig:
         if not 0 <= self.null_cond_prob < 1: raise InputError(f"null_cond_prob must be in [0, 1), got {self.null_cond_prob}.")
         check_number(self.eta, "eta", 0, 1); check_number(self.guidance, "guidance", 0, MAX_GUIDANCE)
 
+# %% ../nbs/13_claims.ipynb #90ae113f
 class VideoDiffusion(nn.Module):
     """Image + class → video by diffusing the frames themselves ('vdm') or their auto-encoder latents ('ldm').
     `loss = model(x0, classes)` on encoded clips (`encode_videos`); `model.sample(image, classes)` as `LFDM.sample`."""
@@ -293,8 +295,9 @@ class VideoDiffusion(nn.Module):
         if not torch.isfinite(video).all(): raise InputError("Sampling gave NaN or infinite values: the weights are broken; use another checkpoint.")
         return (video, x) if return_states else video
 
-# %% ../nbs/13_claims.ipynb #a7c683bd
+# %% ../nbs/13_claims.ipynb #d2f12d82
 ARMS = ("lfdm", "vdm", "ldm", "klae", "lfdm_abs")   # the three generators, the LDM's image auto-encoder, and an ablation of LFDM
+
 LFDM_ARMS = ("lfdm", "lfdm_abs")                     # lfdm_abs: LFDM diffusing absolute sampling grids (the release's choice)
 
 def training_clips(num_clips: int = 2048, # the first clips of the training split (the bundled DM's `dm_train.max_clips`)
@@ -340,6 +343,7 @@ def arm_data(model: nn.Module, # the model the data is for
                        batch_size=16, progress=progress)
     return dict(states=enc["states"], features=enc["features"], label=enc["labels"])
 
+# %% ../nbs/13_claims.ipynb #a7c683bd
 def arm_loss(model: nn.Module, data: dict, idx: list[int], g: torch.Generator) -> dict[str, torch.Tensor]:
     "The training loss of one batch `idx`, with every random draw (timesteps, noise, class dropout) from the step's generator `g`."
     arm, device = arm_of(model), next(trainable(model).parameters()).device
@@ -376,7 +380,7 @@ def build_arm(arm: str, # 'lfdm', 'vdm', 'ldm', 'klae' or 'lfdm_abs'
         return LFDM(first, LFDMConfig.tiny(guidance=2.0, eta=1.0, keep_flow_in_frame=True, residual_flow=False, flow_scale=1.0))
     return VideoDiffusion(BaselineConfig.vdm() if arm == "vdm" else BaselineConfig.ldm(ae.config.latent_channels), ae)
 
-# %% ../nbs/13_claims.ipynb #e68c7819
+# %% ../nbs/13_claims.ipynb #4f97e94a
 ARM_TRAIN = dict(lfdm=dict(ema_decay=0.999, grad_clip=1.0), lfdm_abs=dict(ema_decay=0.999, grad_clip=1.0),
                  vdm=dict(ema_decay=0.999, grad_clip=1.0),
                  ldm=dict(ema_decay=0.999, grad_clip=1.0), klae=dict(ema_decay=0.0, grad_clip=0.0))   # the DM's and the LFAE's settings
@@ -392,6 +396,7 @@ def _save_arm(path: Path, model: nn.Module, net: nn.Module, ema: nn.Module | Non
                                     train=getattr(ae, "train_state", None))            # its own run's steps and minutes
     return save_checkpoint(path, "claims", model.config, (ema if exists(ema) else net).state_dict(), **extra)
 
+# %% ../nbs/13_claims.ipynb #585d1078
 def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is trained in place
               data: dict, # `arm_data(model, clips)`
               run: str | Path, # the run folder: checkpoint.pt, log.csv
@@ -472,6 +477,7 @@ def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is train
     model.eval()
     return dict(st, losses=losses, interrupted=stop.flag, checkpoint=ckpt_file)
 
+# %% ../nbs/13_claims.ipynb #e68c7819
 def _config_from(cls, d: dict, name: str):
     "A config dataclass from a checkpoint's plain dict (nested `unet` too), naming an unknown key."
     if not isinstance(d, dict): raise InputError(f"The stored {name} is not a mapping of settings: the file is damaged.")
@@ -509,7 +515,7 @@ def load_arm(path: str | Path, # a checkpoint.pt of `train_arm`
     model.checkpoint_path = path
     return model.to(device).eval()
 
-# %% ../nbs/13_claims.ipynb #2f24128f
+# %% ../nbs/13_claims.ipynb #3a4fdb05
 @torch.no_grad()
 def appearance_masks(source, # `ProceduralActions` (exact parts and flow)
                      indices: Sequence[int], # the clips
@@ -558,6 +564,7 @@ def generate_with(model: nn.Module, # LFDM or VideoDiffusion
     seconds = (time.perf_counter() - t0) / len(images)
     return (torch.cat(out), seconds, torch.cat(st)) if states else (torch.cat(out), seconds)
 
+# %% ../nbs/13_claims.ipynb #2f24128f
 def compare(models: dict, # name → LFDM or VideoDiffusion (e.g. {'LFDM': ..., 'VDM': ..., 'LDM': ...})
             n_per_class: int = 8, # held-out clips per class (8 classes)
             steps: int = 25, guidance: float | None = None, eta: float | None = None, # sampling (None: each model's own)
@@ -655,7 +662,7 @@ def measure_cost(name: str, # one of `COST_MODELS`
                 unet_seconds=unet_s, unet_input=list(x.shape[1:]), unet_params=sum(p.numel() for p in m.unet.parameters()),
                 peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-# %% ../nbs/13_claims.ipynb #fb0c6b24
+# %% ../nbs/13_claims.ipynb #bb394827
 def load_checkpoint_data(path: Path) -> dict:
     "An arm's prepared data; a `train-dm` flows cache (its `key`, `states`, `features`, `labels`) is read as the LFDM arm's."
     try: data = torch.load(path, weights_only=True)
@@ -693,6 +700,7 @@ def merge_comparisons(folders: Sequence[str | Path]) -> dict:
         if other.get("train_autoencoder"): base["train_autoencoder"] = other["train_autoencoder"]
     return base
 
+# %% ../nbs/13_claims.ipynb #fb0c6b24
 def main(argv: list[str] | None = None) -> int:
     "`python -m lfdm.claims train ...` / `eval ...`: the commands of 13_claims' slow cells."
     p = argparse.ArgumentParser(prog="python -m lfdm.claims", description="Train and compare LFDM, VDM and LDM for the same wall-clock time.")
@@ -865,7 +873,7 @@ def write_domain_clips(out: str | Path, # the folder to create: OUT/<domain>/<sp
         raise
     return out
 
-# %% ../nbs/13_claims.ipynb #ff998aa3
+# %% ../nbs/13_claims.ipynb #aa2b4b2c
 DECODER_PARTS = ("generator.bottleneck.", "generator.up_blocks.", "generator.final.")   # what `lfdm finetune-decoder` trains
 
 def save_decoder(lfae: LFAE, # a fine-tuned LFAE
@@ -917,6 +925,7 @@ def decoder_drawn(lfae: LFAE, # a stage-one model
         scores.append(psnr(out.generated, d, hidden)[hidden.flatten(1).sum(1) > 0].cpu())
     return dict(share=float(torch.cat(share).mean()), psnr=float(torch.cat(scores).mean()))
 
+# %% ../nbs/13_claims.ipynb #ff998aa3
 def domain_stage1(models: dict, # name → LFDM (or LFAE)
                   source_cls: type = InkActions, # the domain's clip source
                   num_clips: int = 32, frames: int = 8, data_seed: int = 0) -> dict:

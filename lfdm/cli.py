@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import torch
@@ -109,7 +108,7 @@ def demo(out: str | Path = "outputs/demo.gif", # output file (.gif or .mp4)
     image, real = demo_files(action)
     return sample(image, action, out, steps=steps, seed=seed, fps=fps, panel=True, beside=real)
 
-# %% ../nbs/11_cli.ipynb #71d7d3cd
+# %% ../nbs/11_cli.ipynb #47b22fbf
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lfdm", description="Latent Flow Diffusion Models: conditional image-to-video generation.")
     sub = p.add_subparsers(dest="command", metavar="command")
@@ -229,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--num-frames", type=int, default=40, help="frames per generated clip; the weights do not say (default: MUG's %(default)s)")
     return p
 
+# %% ../nbs/11_cli.ipynb #8a58e301
 def _run_config(args):
     "The run's config from --preset, --config and --set (in that order)."
     config = preset(args.preset or "tiny")
@@ -289,6 +289,7 @@ def _check_options(args):
     elif args.command == "convert-official": check_output_path(args.out, suffixes=None)
     elif args.command in ("train-lfae", "train-dm", "finetune-decoder"): check_output_path(args.run, folder=True)
 
+# %% ../nbs/11_cli.ipynb #71d7d3cd
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lfdm` console script. Returns the exit code (2 for user errors; 130, 143, 129 after SIGINT, SIGTERM, SIGHUP)."
     clear_interrupt()

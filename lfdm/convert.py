@@ -109,7 +109,7 @@ def fake_official_checkpoints(folder: str | Path, # where to write `RegionMM_fak
         torch.save({**ckpt, **extra}, paths[-1])
     return paths[0], paths[1]
 
-# %% ../nbs/12_convert.ipynb #7d50b3e5
+# %% ../nbs/12_convert.ipynb #1cac40e3
 RELEASE_FILES = {
     "lfae": dict(parts=("generator", "region_predictor", "bg_predictor"), ignored=("optimizer", "example", "epoch"),
                  name="RegionMM_0100_S046500.pth", arg="lfae_path"),
@@ -155,6 +155,7 @@ class OfficialFile:
     entries: dict       # 'generator.first.conv.weight' -> tensor (CPU), every tensor of the file's state dicts
     ignored: dict       # top-level entries that are not weights: name -> short description
 
+# %% ../nbs/12_convert.ipynb #7d50b3e5
 def read_official(path: str | Path, # a file of the official release
                   role: str, # 'lfae' (the RegionMM_*.pth file) or 'dm' (the flowdiff_*.pth file)
                  ) -> OfficialFile:
@@ -242,7 +243,7 @@ def map_entries(entries: dict, # source tensors by flattened name (`OfficialFile
                          "complete and unmodified.")
     return mapped
 
-# %% ../nbs/12_convert.ipynb #cc25d8b6
+# %% ../nbs/12_convert.ipynb #d63a2425
 def _shape_of(entries: dict, key: str, source: str, what: str) -> tuple:
     "The shape of `entries[key]`, or an `InputError`: the file lacks the tensor that tells `what`."
     if key not in entries or not torch.is_tensor(entries[key]):
@@ -295,6 +296,7 @@ def infer_lfae_config(entries: dict, # a released LFAE file's tensors (`Official
     except InputError as e: raise InputError(f"{source} with image_size={image_size}: {e} (the image size cannot be read from the "
                                              "weights: pass the size the model was trained at, image_size=...)") from None
 
+# %% ../nbs/12_convert.ipynb #cc25d8b6
 def infer_unet_config(entries: dict, # a released DM file's tensors (`OfficialFile.entries`)
                       num_frames: int = 40, # frames per clip (not stored in the weights; MUG: 40)
                       image_size: int = 32, # side of the latent frames (the LFAE's latent size; MUG: 32)
@@ -398,7 +400,7 @@ def read_class_embeddings(source, # `(n, d)` tensor in `class_names` order, `{na
         raise InputError("class embeddings must be finite floating-point values.")
     return source.detach().float().cpu().contiguous()
 
-# %% ../nbs/12_convert.ipynb #9559515c
+# %% ../nbs/12_convert.ipynb #e46b559a
 @dataclass
 class Conversion:
     "What `official_to_lfdm` returns: the model, and an account of every entry of the source files."
@@ -438,6 +440,7 @@ def _check_size(value, name: str, lo: int) -> int:
         raise InputError(f"{name} must be an integer of at least {lo}, got {value!r}.")
     return value
 
+# %% ../nbs/12_convert.ipynb #9559515c
 def official_to_lfdm(lfae_path: str | Path, # the released LFAE checkpoint (RegionMM_0100_S046500.pth)
                      dm_path: str | Path | None = None, # the released DM checkpoint (flowdiff_0005_S111600.pth); None: the LFAE only
                      class_names: Sequence[str] = MUG_CLASSES, # the DM's classes (its `config.classes`); ignored without a DM
@@ -528,12 +531,14 @@ def convert_official(lfae_path: str | Path, # the released LFAE checkpoint (Regi
         print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): {kind}{note}")
     return path
 
-# %% ../nbs/12_convert.ipynb #895006d1
+# %% ../nbs/12_convert.ipynb #0d72d8cb
 RELEASE_TOLERANCE = 1e-5        # the fixture README's bound on max |Δ| per entry (section 6)
+
 # Entries that read an image (or a grid) *at the estimated flow*: the flow itself agrees to ~6e-6 (normalised), but at a sharp edge
 # (a change of up to 1 per pixel, 32 pixels per normalised unit at 64²) that moves the sampled value by up to ~2e-4, and how much
 # depends on the CPU's float rounding: measured 1.2e-5 to 1.0e-4 on an AMD EPYC (one or two threads), below 1e-5 on the CPU the fixture was first checked on.
 SAMPLED_ENTRIES = ("lfae_sparse_motions", "lfae_sparse_deformed", "lfae_deformed_image", "lfae_prediction")
+
 SAMPLED_TOLERANCE = 5e-4
 
 def entry_tolerance(name: str) -> float:
@@ -551,6 +556,7 @@ def with_compat(model: LFDM, # a (converted) LFDM
     out.unet.load_state_dict(model.unet.state_dict())
     return out.eval()
 
+# %% ../nbs/12_convert.ipynb #ab6d552c
 @torch.no_grad()
 def fixture_outputs(model: LFDM, # a converted LFDM (e.g. `load_lfdm` of `convert_official(...)` on the fixture's files)
                     inputs: dict, # the fixture's `inputs.pt`
@@ -600,6 +606,7 @@ def fixture_outputs(model: LFDM, # a converted LFDM (e.g. `load_lfdm` of `conver
     out["traj_video"] = model.decode_states(lfae.encode(source[:len(x)]), x)
     return out
 
+# %% ../nbs/12_convert.ipynb #895006d1
 def parity_report(ours: dict, # `fixture_outputs(...)`
                   release: dict, # the fixture's `outputs.pt`
                   tolerance: float | None = None, # one bound for every entry (default: `entry_tolerance` of each)

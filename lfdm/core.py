@@ -100,8 +100,9 @@ def check_shape(x, # the tensor (anything with `.shape`)
         if not ax.isdigit(): found[ax] = n
     return found
 
-# %% ../nbs/00_core.ipynb #92dbb4a4
+# %% ../nbs/00_core.ipynb #ef347fcc
 import contextlib
+
 # One table of what an input may cost before lfdm refuses it (see the prose above). Read when a check runs, so a change applies at once.
 LIMITS = dict(
     image_pixels=50_000_000,          # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB
@@ -159,6 +160,7 @@ def model_cost(build, # () -> nn.Module: makes the model (it is called on the me
     if key is not None: _COSTS[key] = (weights, written[0])
     return weights, written[0]
 
+# %% ../nbs/00_core.ipynb #92dbb4a4
 def check_model_cost(what: str, # the model, for the message, e.g. "Checkpoint run.pt: its stored U-Net"
                      build, *shapes: tuple, key: str | None = None, call=None, # as for `model_cost`
                      fix: str = "use a smaller config",
@@ -169,8 +171,9 @@ def check_model_cost(what: str, # the model, for the message, e.g. "Checkpoint r
     over_limit(written, "activation_bytes", what, "one sample's forward pass", fix=fix)
     return weights, written
 
-# %% ../nbs/00_core.ipynb #da23d40f
+# %% ../nbs/00_core.ipynb #e11970ba
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")   # still frames; a .gif is read as a video
+
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 class ImageResizedWarning(UserWarning):
@@ -225,6 +228,7 @@ def _whole(x) -> bool:
     if isinstance(x, (int, np.integer)): return True
     return isinstance(x, (float, np.floating)) and math.isfinite(x) and float(x).is_integer()
 
+# %% ../nbs/00_core.ipynb #da23d40f
 def _as_size(size) -> tuple[int, int] | None:
     "`size` (an int, or a pair of ints: height, width) as `(h, w)`; None stays None. Strings are refused, not split into digits."
     if size is None: return None
@@ -272,7 +276,7 @@ def load_image(path: str | Path, # any image file Pillow can read
         x = _fit_square(x, size, fit)
     return x
 
-# %% ../nbs/00_core.ipynb #5c827f7e
+# %% ../nbs/00_core.ipynb #9ef1751a
 def _natural_key(p: str | Path):
     "Sort key for natural order of names ('frame2' before 'frame10'); takes a name or a path."
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", getattr(p, "name", p))]
@@ -325,6 +329,7 @@ def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
     if not durations or min(durations) <= 0: return None, len(durations), w, h
     return [max(1, round(d / min(durations))) for d in durations], len(durations), w, h
 
+# %% ../nbs/00_core.ipynb #46b29a92
 def _video_frames(path: Path, # a video file
                   upto: int | None = None, # decode only frames 0..upto (ffmpeg formats); None: all
                   keep: set[int] | None = None, # ffmpeg formats: hold only these frames (the others are decoded and dropped); None: all
@@ -383,6 +388,7 @@ def _frame_indices(frames, path) -> list[int] | None:
     if bad: raise InputError(f"Frame indices of {path} must be integers, got {bad[0]!r}.")
     return [int(i) for i in idx]
 
+# %% ../nbs/00_core.ipynb #5c827f7e
 def read_video(path: str | Path, # a video file (gif, mp4, avi, ...) or a folder of frame images
                size: int | tuple[int, int] | None = None, # output (h, w) or side; None keeps the clip's size
                fit: str = "crop", # 'crop', 'pad' or 'stretch', as in `load_image`
@@ -419,8 +425,9 @@ def _check_indices(idx, n, path):
     bad = [i for i in idx if not -n <= i < n]
     if bad: raise InputError(f"{path} has {n} frames; frame index {bad[0]} is out of range.")
 
-# %% ../nbs/00_core.ipynb #59620c2f
+# %% ../nbs/00_core.ipynb #8e0f5d93
 INT_MAX = 2 ** 31 - 1       # the upper bound of an integer setting that names none: counts beyond it overflow 32-bit index arithmetic
+
 SEED_MAX = 2 ** 63 - 1      # the largest seed `torch.Generator.manual_seed` takes on every platform
 
 def _bound(b):
@@ -478,6 +485,7 @@ def check_number(value, # the value to check
     if problem := number_problem(value, lo, hi, lo_open, hi_open): raise InputError(f"{name} {problem}, got {value!r}.")
     return float(value)
 
+# %% ../nbs/00_core.ipynb #faf08c4c
 def check_seed(seed, # a random seed
                name: str = "seed",
               ) -> int:
@@ -485,6 +493,7 @@ def check_seed(seed, # a random seed
     return check_int(seed, name, 0, SEED_MAX)
 
 FPS_RANGE = (0.1, 120.0)     # frame rates that MP4 writers store correctly
+
 GIF_MAX_FPS = 50.0           # a GIF stores each frame's delay in 1/100 s, and viewers show delays under 2/100 s at 1/10 s
 
 def check_fps(fps, # frames per second
@@ -501,6 +510,7 @@ def check_fps(fps, # frames per second
 
 _SYSTEM_FOLDERS = ("/proc", "/sys")     # kernel views: they look like folders but accept no new files
 
+# %% ../nbs/00_core.ipynb #59620c2f
 def check_output_path(path: str | Path, # the file (or folder) a command will write
                       suffixes: Sequence[str] | None = (".gif", ".mp4"), # allowed extensions (lower case); None: any
                       folder: bool = False, # `path` is a folder to create (or an existing folder to write into)
@@ -674,7 +684,7 @@ def color_wheel(size: int = 64, # side of the legend image
     rgb = displacement_to_rgb(g, max_norm=1.0)
     return torch.where((g.norm(dim=-1) <= 1)[None], rgb, torch.ones_like(rgb))
 
-# %% ../nbs/00_core.ipynb #dbabcc07
+# %% ../nbs/00_core.ipynb #e07e8fb3
 def _img(x: torch.Tensor) -> np.ndarray:
     "A `c h w` tensor (c = 1 or 3) as an array matplotlib can show."
     x = x.detach().float().cpu()
@@ -728,6 +738,7 @@ def show_grid(images: Sequence[torch.Tensor], # `c h w` images (or `h w 2` flows
     fig.tight_layout()
     return fig
 
+# %% ../nbs/00_core.ipynb #dbabcc07
 def show_video(video: torch.Tensor, # `c f h w` (c = 1 or 3)
                n: int | None = 8, # frames to show, evenly spaced; None: all
                title: str | None = None, size: float = 1.6,

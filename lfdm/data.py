@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .core import InputError, check_int, exists, default, coordinate_grid, write_video, show_image, show_flow
+from .core import InputError, check_int, check_seed, exists, default, coordinate_grid, write_video, show_image, show_flow
 
 # %% auto #0
 __all__ = ['ACTIONS', 'PARTS', 'PART_NAMES', 'PART_LENGTH', 'PART_RADIUS', 'REST_LEG', 'TEXTURE_NAMES', 'SAMPLING',
@@ -294,7 +294,7 @@ class ProceduralActions:
         if len(actions) == 0: raise InputError("ProceduralActions needs at least one action.")
         for name, v, lo in (("num_clips", num_clips, 1), ("size", size, 8), ("length", length, 2), ("num_appearances", num_appearances, 1)):
             check_int(v, name, lo)                                    # 00_core's one integer rule (at most INT_MAX: a count, not a seed)
-        self.num_clips, self.size, self.len_, self.seed, self.split = int(num_clips), int(size), int(length), int(seed), split
+        self.num_clips, self.size, self.len_, self.seed, self.split = int(num_clips), int(size), int(length), check_seed(seed), split
         self.num_appearances, self.classes = int(num_appearances), list(actions)
         self._split_code = 0 if split == "train" else 1
 
@@ -419,13 +419,13 @@ def sample_frame_indices(length: int, # frames available in the clip
         idx = np.sort(rng.choice(length, size=min(num_frames, length), replace=False))
     return np.minimum(np.pad(idx, (0, num_frames - len(idx)), mode="edge"), length - 1).tolist()
 
-# %% ../nbs/01_data.ipynb #c9bf11f5
+# %% ../nbs/01_data.ipynb #b985c436
 class _SourceDataset(Dataset):
     def __init__(self, source, seed: int, with_flow: bool):
         if len(source) == 0: raise InputError(f"The clip source {source!r} is empty.")
         if with_flow and not getattr(source, "has_flow", False):
             raise InputError(f"with_flow=True needs a source with ground-truth flow (ProceduralActions); {type(source).__name__} has none.")
-        self.source, self.seed, self.with_flow, self.epoch = source, seed, with_flow, 0
+        self.source, self.seed, self.with_flow, self.epoch = source, check_seed(seed), with_flow, 0
     def set_epoch(self, epoch: int):
         "Draw different frames in each epoch (deterministically)."
         self.epoch = int(epoch)
@@ -462,6 +462,7 @@ class FramePairDataset(_SourceDataset):
         if self.with_flow: item.update(flow=x["flow"][1], occlusion=x["occlusion"][1])
         return item
 
+# %% ../nbs/01_data.ipynb #c9bf11f5
 class ClipDataset(_SourceDataset):
     "Stage 2: clips of `num_frames` frames with their class."
     def __init__(self, source, # a clip source (`ProceduralActions`, `VideoFolder`)

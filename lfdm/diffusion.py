@@ -269,7 +269,7 @@ def ddim_timesteps(timesteps: int, # T
     if steps == 1: return torch.tensor([timesteps - 1])
     return torch.linspace(timesteps - 1, 0, steps, dtype=torch.float64).round().long()
 
-# %% ../nbs/06_diffusion.ipynb #88aaf616
+# %% ../nbs/06_diffusion.ipynb #ddda6071
 def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
 
@@ -279,6 +279,7 @@ def _check_shape_arg(shape) -> tuple:
     if len(shape) < 2 or min(shape) < 1: raise InputError(f"shape must have a batch axis and positive sizes, got {shape}.")
     return shape
 
+# %% ../nbs/06_diffusion.ipynb #88aaf616
 class _Sampling:
     "Sampling methods of `Diffusion` (a mixin, kept in its own cell to follow the maths above)."
     @torch.no_grad()

@@ -121,7 +121,7 @@ class MotionClassifier(nn.Module):
         "Class logits `b K` (`b K+1` with the still class, last)."
         return self.head(self.features(video))
 
-# %% ../nbs/10_eval.ipynb #afe21784
+# %% ../nbs/10_eval.ipynb #4c25f90b
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     "Blur the frames of `b c f h w` with a 5-tap Gaussian of `sigma` pixels (reflect padding)."
     t = torch.arange(5, dtype=x.dtype, device=x.device) - 2
@@ -166,6 +166,7 @@ def accuracy(logits: torch.Tensor, # `n K`
     "Share of rows whose largest logit is at the label."
     return float((logits.argmax(1) == labels.to(logits.device)).float().mean())
 
+# %% ../nbs/10_eval.ipynb #afe21784
 def train_motion_classifier(model: MotionClassifier, # the classifier to train (in place)
                             train: dict, # `render_clips` output of the training clips
                             valid: dict | None = None, # `render_clips` output of held-out clips: accuracy after every epoch
@@ -485,7 +486,7 @@ def i3d_fvd(reference: torch.Tensor, # `n 3 f H W` real clips (uint8 or [0, 1])
     feats = [i3d_features(model, v) for v in (reference, generated)]
     return classifier_fvd(feats[0], feats[1], i3d_features(model, real) if exists(real) else None)
 
-# %% ../nbs/10_eval.ipynb #29f04117
+# %% ../nbs/10_eval.ipynb #58c7a1fb
 def evaluation_indices(n_per_class: int, # clips per class = test appearances used
                        num_classes: int = len(ACTIONS), # classes of the dataset
                        num_appearances: int = 64, # appearances of the test split
@@ -540,6 +541,7 @@ def generate_clips(model: LFDM, # the generator
     out = torch.cat(videos), torch.cat(states), (time.perf_counter() - t0) / len(images)
     return out + (torch.cat(firsts),) if own_first else out
 
+# %% ../nbs/10_eval.ipynb #29f04117
 @torch.no_grad()
 def reconstruct_clips(model: LFDM, # provides the LFAE
                       videos: torch.Tensor, # `n 3 f H W` real clips (uint8 or [0, 1])
@@ -612,7 +614,7 @@ def write_class_gifs(folder: str | Path, # where <class>.gif go (created)
         paths.append(write_video(torch.cat([as_float_video(r[j:j + 1])[0] for r in rows], dim=-2), folder / f"{name}.gif", fps=fps))
     return paths
 
-# %% ../nbs/10_eval.ipynb #39a8d526
+# %% ../nbs/10_eval.ipynb #4305924e
 def _set_scores(reference: dict, # `render_clips` of the reference set, with 'features'
                 feats: torch.Tensor, # `n d` features of the set to score
                 logits: torch.Tensor, # `n K` its logits
@@ -646,6 +648,7 @@ def jsonable(x):
     if isinstance(x, np.integer): return int(x)
     return x
 
+# %% ../nbs/10_eval.ipynb #46062628
 def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (or a loaded model); None: the bundled tiny model
              out_dir: str | Path = "outputs/eval", # where metrics.json and metrics.md go
              n_per_class: int = 8, # generated clips per class (= held-out appearances); 8 classes -> 8 x n_per_class clips
@@ -745,6 +748,7 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     say(f"  wrote {out_dir / 'metrics.json'} and metrics.md ({result['seconds']:.0f} s in all)")
     return result
 
+# %% ../nbs/10_eval.ipynb #39a8d526
 def format_metrics(result: dict) -> str:
     "The result of `evaluate` as Markdown tables."
     st = result["settings"]
@@ -821,7 +825,7 @@ def plot_real_vs_generated(real: torch.Tensor, # `n 3 f H W` real clips (uint8 o
     fig.suptitle(title, fontsize=10); fig.tight_layout()
     return fig
 
-# %% ../nbs/10_eval.ipynb #ef6cee2c
+# %% ../nbs/10_eval.ipynb #fc23d4fb
 def sampling_configs(steps: Sequence[int] = (10, 25, 50, 100), # DDIM step counts
                      guidance: Sequence[float] = (1.0, 2.0, 4.0), # guidance scales (for DDIM)
                      ddpm_guidance: Sequence[float] = (1.0,), # guidance scales for DDPM-1000 (empty: no DDPM)
@@ -868,6 +872,7 @@ def format_benchmark(rows: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r['seconds_per_video']:.2f} | {r['classifier_fvd']:.2f} | {r['kid']:.4f} ± {r['kid_std']:.4f} | {r['accuracy']:.1%} | {worst} |")
     return "\n".join(lines)
 
+# %% ../nbs/10_eval.ipynb #ef6cee2c
 def plot_benchmark(rows: list[dict], # from `benchmark_sampling`
                    title: str = "sampling: quality against time",
                   ) -> plt.Figure:

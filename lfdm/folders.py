@@ -336,7 +336,7 @@ def _split_by_subject(clips: list[Clip], # clips with subjects
                          f"subjects found are {', '.join(subjects)}. Pass test_subjects= to choose others.")
     return out
 
-# %% ../nbs/01a_folders.ipynb #5ba19aba
+# %% ../nbs/01a_folders.ipynb #d3bb75f5
 def _check_size(size):
     if size is None: return None
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
@@ -348,6 +348,7 @@ def _preview(items, k: int = 6) -> str:
     items = [str(i) for i in items]
     return ", ".join(items) if len(items) <= k else ", ".join(items[:k]) + f", ... ({len(items)} in all)"
 
+# %% ../nbs/01a_folders.ipynb #5ba19aba
 class VideoFolder:
     "A clip source over real videos on disk: finds and checks every clip when built, reads frames on demand."
     def __init__(self,

@@ -25,9 +25,10 @@ __all__ = ['COMPAT_MODES', 'LFAEConfig', 'ResBlock2d', 'Encoded', 'resize_grid',
            'vgg19_layers', 'VGG19Features', 'ReconstructionLoss', 'RandomTPS', 'equivariance_losses', 'LFAETrainer',
            'psnr', 'evaluate_lfae', 'format_evaluation', 'plot_lfae_inside', 'lfae_explorer']
 
-# %% ../nbs/05_lfae.ipynb #d2dc4ae7
+# %% ../nbs/05_lfae.ipynb #aa559546
 COMPAT_MODES = ("lfdm", "release")
 
+# %% ../nbs/05_lfae.ipynb #d2dc4ae7
 @dataclass
 class LFAEConfig:
     "Sizes and training settings of the latent flow auto-encoder."
@@ -113,7 +114,7 @@ class LFAEConfig:
         "Side of the latent flow and of the features z = Phi(x)."
         return self.image_size // 2 ** self.num_down_blocks
 
-# %% ../nbs/05_lfae.ipynb #19b2bd61
+# %% ../nbs/05_lfae.ipynb #b943e1d8
 class ResBlock2d(nn.Module):
     "Pre-activation residual block: x + conv2(relu(norm2(conv1(relu(norm1(x)))))). Shape-preserving `b c h w`."
     def __init__(self, features: int, kernel_size: int = 3, padding: int = 1):
@@ -144,6 +145,7 @@ def resize_grid(flow: torch.Tensor, # absolute sampling grid `b h w 2` (x, y), n
     out = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
     return out.permute(0, 2, 3, 1).contiguous()
 
+# %% ../nbs/05_lfae.ipynb #19b2bd61
 class Generator(nn.Module):
     "Encoder Phi, feature warping x occlusion, residual blocks, decoder; owns the dense flow predictor (as in the release)."
     def __init__(self, config: LFAEConfig):
@@ -191,7 +193,7 @@ class Generator(nn.Module):
             out = warped * m + out * (1 - m)
         return out
 
-# %% ../nbs/05_lfae.ipynb #10cd5ad9
+# %% ../nbs/05_lfae.ipynb #67be09cf
 @dataclass
 class LFAEOutput:
     "What one LFAE pass returns (shapes for b pairs of H x W frames, latent size h = H / 4)."
@@ -203,6 +205,7 @@ class LFAEOutput:
     bg_params: torch.Tensor      # b 3 3, driving -> source coordinates
     motion: dict                 # the flow predictor's full output (mask, sparse motions, ...)
 
+# %% ../nbs/05_lfae.ipynb #10cd5ad9
 class LFAE(nn.Module):
     "The latent flow auto-encoder: reconstructs a driving frame from a source frame through a latent flow and occlusion."
     def __init__(self, config: LFAEConfig | None = None):

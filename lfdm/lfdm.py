@@ -33,7 +33,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MA
            'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm', 'bundled_checkpoint',
            'plot_generated', 'denoising_explorer', 'guidance_explorer', 'motion_features', 'knn_classify']
 
-# %% ../nbs/08_lfdm.ipynb #671c05cc
+# %% ../nbs/08_lfdm.ipynb #e4c1363d
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
 
 def _plain(x):
@@ -87,6 +87,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     _check_finite_weights(ckpt, path)
     return ckpt
 
+# %% ../nbs/08_lfdm.ipynb #671c05cc
 def _check_unpacked_size(path: Path):
     "Refuse a checkpoint whose contents would unpack to more than `LIMITS` allow, from its zip directory, before anything is read."
     try:
@@ -158,7 +159,7 @@ def _check_stored_sizes(ckpt: dict, path):
         _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
     _check_cost(ckpt, path)
 
-# %% ../nbs/08_lfdm.ipynb #0ad55c94
+# %% ../nbs/08_lfdm.ipynb #bdb71207
 def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
     "A stored list of 1 to `n_max` numbers in [lo, hi] (ints if `lo` is an int), e.g. the U-Net's `dim_mults`; [] if absent."
     if key not in d: return []
@@ -215,6 +216,7 @@ def _check_cost(ckpt: dict, path):
     f = ckpt["config"].get("num_frames", u.num_frames)                          # stored configs are complete; bounds checked above
     _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, u, f, fix))
 
+# %% ../nbs/08_lfdm.ipynb #0ad55c94
 def config_from_dict(cls, d: dict, name: str = "config"):
     "Build dataclass `cls` from plain `d`, naming any unknown key (nested dataclass fields are built too)."
     known = {f.name: f for f in fields(cls)}

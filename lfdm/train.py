@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .core import INT_MAX, SEED_MAX, STOP_SIGNALS, TEMP_MARK, InputError, catch_stop_signals, restore_signals, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
+from .core import INT_MAX, SEED_MAX, TEMP_MARK, InputError, catch_stop_signals, restore_signals, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
 from .data import ACTIONS, ClipDataset, FramePairDataset, ProceduralActions
 from .folders import LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, VideoFolder
 from .lfae import LFAE, LFAEConfig, LFAETrainer
@@ -281,7 +281,7 @@ def _check_value(value, tp, key: str):
         value = tuple(value)
     return value
 
-# %% ../nbs/09_train.ipynb #a8ccdede
+# %% ../nbs/09_train.ipynb #d8f680de
 def structure(cls, # a config dataclass
               d: dict, # its settings (missing keys keep their defaults)
               name: str = "config", # for messages: where `d` comes from
@@ -313,8 +313,10 @@ class _StrictError(yaml.YAMLError):
     def __init__(self, message: str, line: int): super().__init__(f"line {line}: {message}"); self.message, self.line = message, line
 
 _PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+
 MAX_YAML_DEPTH = 16                        # a run config nests 3 levels (dm.unet.dim); deeper is a mistake or an attack
 
+# %% ../nbs/09_train.ipynb #a8ccdede
 class _StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader without anchors and aliases (`&a`, `*a`): a config spells every value out, so it cannot expand to
     gigabytes. YAML 1.1's surprises are refused rather than read: `010` (octal 8), `0x1f`, `0b11`, `1:30` (sexagesimal 90), a key
@@ -355,6 +357,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_strict_int)
+
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_strict_float)
 
 def _load_yaml(text: str):
@@ -474,7 +477,7 @@ class StepBatches:
     def __call__(self, step: int) -> tuple[int, list[int]]:
         "(epoch, indices of this rank's part of batch `step`)."
         epoch, k = divmod(step, self.per_epoch)
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2 ** 63))
         batch = perm[k * self.batch_size:(k + 1) * self.batch_size]
         return epoch, batch.view(self.world, -1)[self.rank].tolist()
 
@@ -1292,7 +1295,7 @@ def _loop(stage, config, tc, run, module, net, params, opt, ema, step, best, lfa
         for batch in loader:
             seed = _step_seed(tc.seed, st.step)
             def one_step():
-                torch.manual_seed(seed + rank)                                   # per-rank randomness inside the stage (TPS)
+                torch.manual_seed((seed + rank) % 2 ** 63)                       # per-rank randomness inside the stage (TPS)
                 gen = torch.Generator().manual_seed(seed)                        # global-batch randomness (noise, t, dropout)
                 out, stop_now = _step_forward(stage, run, wrapped, net, batch, gen, part, batch_size, autocast, sigint, world, device, st.step)
                 return out, stop_now, _step_update(stage, run, out["total"], params, opt, scaler, ema, net, tc, st.step)

@@ -359,6 +359,8 @@ def test_corrupt_clip_in_a_video_folder_is_named_when_read(tmp_path, files, clip
     (dict(size=4), ["size must be an integer >= 8"]), (dict(length=1), ["length must be an integer >= 2"]),
     (dict(num_appearances=0), ["num_appearances"]), (dict(split="val"), ["split must be", "'val'"]),
     (dict(actions=["dance"]), ["Unknown action", "dance"]), (dict(actions=[]), ["at least one action"]),
+    (dict(seed=-1), ["seed must be an integer from 0 to 2**63 - 1, got -1"]), (dict(seed=2 ** 70), ["seed must be an integer from 0"]),
+    (dict(num_clips=10 ** 20), ["num_clips must be an integer from 1 to 2147483647"]),
 ])
 def test_procedural_actions_rejects_bad_arguments(kw, needles):
     expect(lambda: ProceduralActions(**kw), *needles)

@@ -471,3 +471,10 @@ def test_a_symlink_cycle_between_sibling_folders_is_walked_once(tmp_path):
     start = time.perf_counter()
     vf = VideoFolder(root, layout="utd_mhad", size=32)
     assert len(vf) == 4 and time.perf_counter() - start < 10, (len(vf), time.perf_counter() - start)
+
+
+def test_the_largest_seeds_train(tmp_path):
+    "Seeds up to 2**63 - 1 are accepted (checked), so every seed derived from them must stay in torch's range too."
+    top = 2 ** 63 - 1
+    r = train("lfae", small(f"data.seed={top}", f"lfae_train.seed={top}", "lfae_train.steps=1"), tmp_path / "run", progress=False)
+    assert r.step == 1
