@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, atomic_write, check_int, check_number, check_shape, coordinate_grid, default, exists, write_video
+from .core import InputError, atomic_write, check_int, full_disk_message, check_number, check_shape, coordinate_grid, default, exists, write_video
 from .data import ACTIONS, ClipDataset, ProceduralActions, sample_frame_indices
 from .diffusion import Diffusion, guided_denoiser
 from .eval import (MotionClassifier, _set_scores, as_float_video, classify, evaluation_indices, identity_metrics,
@@ -463,7 +463,7 @@ def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is train
                 row = dict(step=st["step"], **{k: sum(r[k] for r in rows) / len(rows) for k in rows[0]},
                            seconds=round(st["seconds"], 2), threads=st["threads"])
                 new = not log_file.exists()
-                with open(log_file, "a", newline="") as f:
+                with full_disk_message(log_file, "the checkpoints saved so far are intact"), open(log_file, "a", newline="") as f:
                     w = csv.DictWriter(f, fieldnames=list(row))
                     if new: w.writeheader()
                     w.writerow(row)

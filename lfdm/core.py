@@ -25,11 +25,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['LIMITS', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'MAX_SIDE', 'INT_MAX', 'SEED_MAX', 'FPS_RANGE', 'GIF_MAX_FPS',
-           'TEMP_MARK', 'RANGE_TOLERANCE', 'PIPELINE', 'STOP_SIGNALS', 'InputError', 'exists', 'default', 'get_device',
-           'seed_everything', 'check_shape', 'over_limit', 'autocast_off', 'model_cost', 'check_model_cost',
-           'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video', 'int_problem',
-           'number_problem', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
-           'atomic_write', 'check_unit_range', 'to_uint8_frames', 'write_video', 'coordinate_grid',
+           'TEMP_MARK', 'RANGE_TOLERANCE', 'PIPELINE', 'STOP_SIGNALS', 'InputError', 'exists', 'default', 'as_path',
+           'get_device', 'seed_everything', 'check_shape', 'over_limit', 'autocast_off', 'model_cost',
+           'check_model_cost', 'ImageResizedWarning', 'load_image', 'list_frames', 'count_frames', 'read_video',
+           'int_problem', 'number_problem', 'check_int', 'check_number', 'check_seed', 'check_fps', 'check_output_path',
+           'full_disk_message', 'atomic_write', 'check_unit_range', 'to_uint8_frames', 'write_video', 'coordinate_grid',
            'displacement_to_rgb', 'color_wheel', 'show_image', 'show_flow', 'show_grid', 'show_video', 'figure_png',
            'explorer', 'pipeline_diagram', 'slow_cell_transformer', 'skip_slow_cells', 'request_interrupt',
            'check_interrupt', 'interrupt_signal', 'clear_interrupt', 'catch_stop_signals', 'restore_signals']
@@ -47,6 +47,15 @@ def default(val, d):
     "`val` if it exists, else `d` (called if it is a function)."
     if exists(val): return val
     return d() if callable(d) else d
+
+def as_path(path, # a str, a pathlib.Path (any os.PathLike) or bytes
+            what: str = "path", # what it names, for the message ('image path', 'checkpoint path', ...)
+           ) -> Path:
+    "`path` as a `Path`; an int, None, a tensor or anything else that names no file is an `InputError` naming `what`."
+    if isinstance(path, (str, bytes, os.PathLike)):
+        p = os.fspath(path)
+        return Path(os.fsdecode(p) if isinstance(p, bytes) else p)
+    raise InputError(f"{what} must be a file path (a str or pathlib.Path), got a {type(path).__name__}: {str(path)[:60]!r}.")
 
 # %% ../nbs/00_core.ipynb #529ca0e0
 def get_device(device: str | torch.device | None = None, # an explicit choice: 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -247,6 +256,16 @@ def _upright(im: Image.Image) -> Image.Image:
     try: return ImageOps.exif_transpose(im)
     except Exception: return im          # a broken EXIF block: show the pixels as stored rather than refuse the image
 
+def _reduced(im: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """`im` shrunk by an integer factor, in its own 8-bit pixels, when it is over 4 million pixels and at least 4 times `size` on each
+    side: a 50-million-pixel RGBA photo would otherwise be converted to float at full size (about 3 GB) only to be resized to 64²."""
+    if size is None or im.width * im.height <= 4_000_000: return im
+    k = int(min(im.width, im.height) / max(size) // 2)                   # at least twice the asked size stays, for the antialiased resize
+    if k < 2: return im
+    if im.mode in ("1", "P"): im = im.convert("L" if im.mode == "1" else "RGBA")
+    try: return im.reduce(k)
+    except (ValueError, NotImplementedError): return im                # a mode Pillow cannot reduce (rare): converted at full size
+
 def load_image(path: str | Path, # any image file Pillow can read
                size: int | tuple[int, int] | None = None, # output (h, w) or side; None keeps the file's size
                fit: str = "crop", # how to reach `size`: 'crop' (centre square), 'pad' (black borders), 'stretch'
@@ -256,7 +275,9 @@ def load_image(path: str | Path, # any image file Pillow can read
     "Read an image as RGB float32 `3 h w` in [0, 1]. Raises `InputError` naming the file if it cannot be read."
     size = _as_size(size)                                          # bad arguments are refused before the file is read
     if fit not in ("crop", "pad", "stretch"): raise InputError(f"fit must be 'crop', 'pad' or 'stretch', got {fit!r}.")
-    path = Path(path)
+    if not (isinstance(background, numbers.Real) and not isinstance(background, bool) and 0 <= background <= 1):   # NaN fails too
+        raise InputError(f"background must be a grey level from 0 to 1 (0 black, 1 white), got {background!r}.")
+    path = as_path(path, "image path")
     if not path.exists(): raise InputError(f"Image file not found: {path}")
     if path.is_dir(): raise InputError(f"Expected an image file but {path} is a folder.")
     if path.stat().st_size == 0: raise InputError(f"Image file {path} is empty (0 bytes).")
@@ -264,7 +285,7 @@ def load_image(path: str | Path, # any image file Pillow can read
         with Image.open(path) as im:                               # reads the header only
             _check_pixels(path, "Image", im.width * im.height, "image_pixels", f"{im.width} x {im.height}")
             im.load()
-            a = _to_rgb_array(_upright(im), background)
+            a = _to_rgb_array(_upright(_reduced(im, size)), background)
     except InputError: raise
     except Image.DecompressionBombError as e:
         raise InputError(f"Image {path} is too large to load safely ({e}). Downscale it first.") from e
@@ -284,7 +305,7 @@ def _natural_key(p: str | Path):
 def list_frames(folder: str | Path, # a folder of frame images
                ) -> list[Path]:
     "The image files in `folder`, in natural order (`2.png` before `10.png`); hidden files are ignored."
-    folder = Path(folder)
+    folder = as_path(folder, "frame folder")
     if not folder.is_dir(): raise InputError(f"Frame folder not found: {folder}")
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
                   key=_natural_key)
@@ -295,6 +316,7 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[-1][:200] if lines else ''}"
 
 def _check_video_file(path: Path):
+    path = as_path(path, "video path")
     if not path.exists(): raise InputError(f"Video file not found: {path}")
     if path.is_dir(): raise InputError(f"Expected a video file but {path} is a folder.")
     if path.stat().st_size == 0: raise InputError(f"Video file {path} is empty (0 bytes).")
@@ -314,6 +336,8 @@ def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
     `LIMITS` (seeking decodes each frame). Pillow writes a run of identical frames as one frame with the summed duration, so a frame
     shown k times as long as the shortest one stands for k frames: `repeats`, or None when the durations say nothing (missing or 0)."""
     with Image.open(path) as im:
+        if im.format != "GIF":
+            raise InputError(f"{path} is a {im.format} image with a .gif name, not a GIF: a clip is a video file or a folder of frames.")
         w, h = im.size
         _check_pixels(path, "Video", w * h, "image_pixels", f"frames of {w} x {h}")
         durations = []
@@ -365,7 +389,7 @@ def _video_frames(path: Path, # a video file
 def count_frames(path: str | Path, # a video file or a folder of frames
                 ) -> int:
     "The number of frames in a clip, without decoding the pixels (GIF: Pillow; MP4, AVI, ...: ffmpeg's stream copy)."
-    path = Path(path)
+    path = as_path(path, "video path")
     if path.is_dir(): return len(list_frames(path))
     _check_video_file(path)
     try:
@@ -382,6 +406,7 @@ def count_frames(path: str | Path, # a video file or a folder of frames
 def _frame_indices(frames, path) -> list[int] | None:
     "`frames` as a list of ints (numpy integers too), or an `InputError` naming the first entry that is not one (1.5, '3', True)."
     if frames is None: return None
+    if isinstance(frames, (torch.Tensor, np.ndarray)): frames = frames.tolist()     # integer tensors and arrays hold plain ints
     try: idx = list(frames)
     except TypeError: raise InputError(f"frames must be a list of frame indices of {path}, got {frames!r}.") from None
     bad = [i for i in idx if int_problem(i, None, None)]                  # the integer rule of every check (`check_int`, below)
@@ -395,7 +420,7 @@ def read_video(path: str | Path, # a video file (gif, mp4, avi, ...) or a folder
                frames: Sequence[int] | None = None, # indices of the frames to return (repeats allowed); None: all
               ) -> torch.Tensor:
     "A clip as RGB float32 `3 f h w` in [0, 1]. Only the frames asked for are loaded (videos: decoded up to the last one)."
-    path = Path(path)
+    path = as_path(path, "video path")
     frames = _frame_indices(frames, path)
     if path.is_dir():
         files = list_frames(path)
@@ -518,8 +543,8 @@ def check_output_path(path: str | Path, # the file (or folder) a command will wr
                      ) -> Path:
     "Check, without creating anything, that `path` can be written; returns it as a `Path`. One `InputError` per problem, naming `path`."
     if isinstance(path, str) and not path.strip(): raise InputError("The output path is empty: give a file or folder name.")
+    path = as_path(path, "the output path")
     if "\x00" in str(path): raise InputError(f"The output path {str(path)!r} contains a NUL byte.")
-    path = Path(path)
     if not folder and os.path.isdir(path):
         example = f" (e.g. {path / ('out' + suffixes[0])})" if suffixes else ""
         raise InputError(f"Cannot write {path}: it is an existing folder; give a file name inside it{example}.")
@@ -562,6 +587,22 @@ def _full_disk(e: BaseException) -> bool:
     if isinstance(e, OSError): return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
     return isinstance(e, RuntimeError) and any(s in str(e) for s in ("file write failed", "unexpected pos", "No space left"))
 
+def _full_disk_error(path: Path, e: BaseException, kept: str) -> InputError:
+    try: free = f"{shutil.disk_usage(Path(path).parent).free:,} bytes free"
+    except OSError: free = "free space unknown"
+    return InputError(f"Cannot write {path}: the disk is full ({free}; {type(e).__name__}: {' '.join(str(e).split())[:80]}); "
+                      f"{kept}. Free some space (or write elsewhere) and run again.")
+
+@contextmanager
+def full_disk_message(path: str | Path, # the file being written (for the message)
+                      kept: str = "what was written before is intact", # what the user still has
+                     ):
+    "Turn a write that fails for lack of space (an OSError ENOSPC, torch's own words for it) into one `InputError`; other errors pass."
+    try: yield
+    except (OSError, RuntimeError) as e:
+        if not _full_disk(e): raise
+        raise _full_disk_error(Path(path), e, kept) from None
+
 @contextmanager
 def atomic_write(path: str | Path, # the file to (re)write
                 ):
@@ -580,11 +621,7 @@ def atomic_write(path: str | Path, # the file to (re)write
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         if not _full_disk(e): raise
-        try: free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
-        except OSError: free = "free space unknown"
-        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-        raise InputError(f"Cannot write {path}: the disk is full ({free}; {type(e).__name__}: {' '.join(str(e).split())[:80]}); "
-                         f"{kept}. Free some space (or write elsewhere) and run again.") from None
+        raise _full_disk_error(path, e, f"the previous {path.name} is intact" if path.exists() else "nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -609,6 +646,8 @@ def to_uint8_frames(video: torch.Tensor, # `c f h w` float in [0, 1] (c = 1 or 3
                    ) -> np.ndarray:
     "A float video as `f h w 3` uint8, for writers and displays."
     check_shape(video, "c f h w", "video")
+    if isinstance(video, torch.Tensor) and video.device.type == "meta":
+        raise InputError("video is on the meta device: it has a shape but no values, so nothing can be written from it.")
     if not isinstance(video, torch.Tensor) or not video.is_floating_point():
         raise InputError(f"video must be a float tensor in [0, 1], got {getattr(video, 'dtype', type(video).__name__)} (divide 8-bit frames by 255).")
     if video.numel() == 0: raise InputError(f"video has no pixels (shape {tuple(video.shape)}); nothing can be written from it.")
@@ -634,7 +673,10 @@ def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
     if layout == "f c h w": video = video.transpose(0, 1)
     elif layout != "c f h w": raise InputError(f"layout must be 'c f h w' or 'f c h w', got {layout!r}.")
     frames = to_uint8_frames(video)
-    ext = path.suffix.lower()
+    ext, (h, w) = path.suffix.lower(), frames.shape[1:3]
+    if max(h, w) > {".gif": 65535, ".mp4": MAX_SIDE}[ext]:                 # GIF stores sides in 16 bits; H.264 encoders stop near 8192
+        raise InputError(f"Cannot write {path}: frames of {w} x {h} are too large for {ext[1:].upper()} (at most "
+                         f"{ {'.gif': 65535, '.mp4': MAX_SIDE}[ext]} pixels a side); downscale the video first.")
     try:
         with atomic_write(path) as tmp:
             if ext == ".gif":

@@ -84,6 +84,9 @@ def _find_csv(root: Path, csv_path=None) -> Path:
 
 def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     "(line number, cells) of the non-blank rows of a CSV file."
+    if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark); re-save it as UTF-8 "
+                         "(e.g. iconv -f utf-16 -t utf-8).")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [(i, row) for i, row in enumerate(csv.reader(f), 1) if any(c.strip() for c in row)]

@@ -18,9 +18,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 
 import lfdm
-from .core import LIMITS, RANGE_TOLERANCE, InputError, atomic_write, check_int, check_model_cost, check_number, check_shape, check_unit_range, default, exists, explorer, over_limit
+from .core import LIMITS, RANGE_TOLERANCE, InputError, as_path, atomic_write, check_int, check_model_cost, check_number, check_shape, check_unit_range, default, exists, explorer, over_limit
 from .data import ACTIONS
 from .diffusion import Diffusion, flows_to_state, guided_denoiser, state_to_flows
 from .lfae import LFAE, LFAEConfig
@@ -63,7 +64,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
                     kind: str | None = None, # expected kind ('lfae' / 'lfdm'), or None for any
                    ) -> dict:
     "Read a checkpoint safely (`weights_only=True`, on the CPU) and check it is one of ours, of the expected `kind`."
-    path = Path(path)
+    path = as_path(path, "checkpoint path")
     if not path.exists(): raise InputError(f"Checkpoint {path} does not exist. Train one (lfdm train-*) or use a bundled one in data_samples/.")
     if path.is_dir(): raise InputError(f"Checkpoint {path} is a folder; give the checkpoint file in it (e.g. {path}/checkpoints/best.pt of a run).")
     if not path.is_file(): raise InputError(f"Checkpoint {path} is not a regular file (a device, pipe or socket); give a checkpoint file.")
@@ -112,7 +113,7 @@ CONFIG_LIMITS = {
                  bg_block_expansion=(1, 1024), bg_max_features=(1, 8192), bg_num_blocks=(0, 10),
                  flow_block_expansion=(1, 1024), flow_max_features=(1, 8192), flow_num_blocks=(0, 10),
                  block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
-                 batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0)),
+                 batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0), temperature=(1e-4, 1e4)),
     "lfdm": dict(num_frames=(2, 256), timesteps=(1, "timesteps"), sampling_steps=(1, "sampling_steps"), batch_size=(1, 65536),
                  guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6), eta=(0.0, 1.0)),
     "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
@@ -137,6 +138,9 @@ def _check_section(d, limits: dict, path, name: str) -> dict:
         if not ok:
             raise InputError(f"Checkpoint {path}: its stored {what} is not {'a number' if isinstance(lo, float) else 'an integer'} "
                              f"from {lo} to {hi}{where}; the file is damaged or was edited (nothing was built from it).")
+    for key, v in d.items():                                   # every other number must at least be finite (NaN passes every `<`)
+        if key not in limits and isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {v!r} is not a finite number; the file is damaged or was edited.")
     return d
 
 def _check_stored_sizes(ckpt: dict, path):
@@ -149,6 +153,10 @@ def _check_stored_sizes(ckpt: dict, path):
     classes = config.get("classes", ())
     if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes):
         raise InputError(f"Checkpoint {path}: its stored config.classes is not a list of 1 to 100000 class names; the file is damaged.")
+    steps = config.get("timesteps") if config.get("sampler") == "ddpm" else None    # DDPM takes every one of the T steps
+    if isinstance(steps, int) and steps > LIMITS["sampling_steps"]:
+        raise InputError(f"Checkpoint {path}: its stored sampler 'ddpm' would take all {steps} timesteps, more than "
+                         f"{LIMITS['sampling_steps']} (lfdm.core.LIMITS['sampling_steps']); the file is damaged or was edited.")
     unet = _check_section(config.get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
     mults = _check_list(unet, "dim_mults", 8, 1, 64, path, "config.unet")
     if mults and unet.get("dim", 32) * max(mults) > MAX_WIDTH:
@@ -273,6 +281,8 @@ class LFDMConfig:
         self.classes, self.betas = tuple(self.classes), tuple(self.betas)
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise InputError(f"classes must be a non-empty list of distinct names, got {self.classes}.")
+        if bad := [c for c in self.classes if not isinstance(c, str) or not c.strip() or not c.isprintable() or len(c) > 200]:
+            raise InputError(f"class names must be printable text of 1 to 200 characters (no newlines or control characters), got {bad[0]!r}.")
         if self.unet.cond_mode == "class" and self.unet.num_classes != len(self.classes):
             raise InputError(f"The U-Net has {self.unet.num_classes} classes but {len(self.classes)} class names are given; "
                              f"set unet.num_classes = {len(self.classes)}.")
@@ -284,12 +294,6 @@ class LFDMConfig:
             raise InputError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta!r}.")
 
 # %% ../nbs/08_lfdm.ipynb #37cdb37e
-def _attach(cls, fn: Callable, wrap: Callable | None = None):
-    "Make `fn` (named `_lfdm_<name>`, written in a later cell) the method `<name>` of `cls`, optionally wrapped (e.g. `torch.no_grad()`)."
-    name = fn.__name__.removeprefix("_lfdm_")
-    fn.__name__, fn.__qualname__ = name, f"{cls.__name__}.{name}"
-    setattr(cls, name, wrap(fn) if exists(wrap) else fn)
-
 MAX_GUIDANCE = 100.0       # classifier-free guidance scales in use are 1 to 15; far larger ones only overflow to NaN
 
 class LFDM(nn.Module):
@@ -321,7 +325,8 @@ class LFDM(nn.Module):
         return self
 
 # %% ../nbs/08_lfdm.ipynb #73aa83e0
-def _lfdm_class_ids(self, classes, # a name, an id, or a list / LongTensor of them
+@patch
+def class_ids(self: LFDM, classes, # a name, an id, or a list / LongTensor of them
                     batch: int | None = None, # broadcast one class to this batch size
                    ) -> torch.Tensor:
     "Class names or ids → LongTensor `(b,)`; unknown classes raise `InputError` listing the known ones."
@@ -350,33 +355,33 @@ def _lfdm_class_ids(self, classes, # a name, an id, or a list / LongTensor of th
     if exists(batch) and len(ids) != batch: raise InputError(f"Got {len(ids)} classes for {batch} images.")
     return ids
 
-_attach(LFDM, _lfdm_class_ids)
-
 # %% ../nbs/08_lfdm.ipynb #58979856
-def _lfdm_to_diffusion(self, states: torch.Tensor) -> torch.Tensor:
+@patch
+def to_diffusion(self: LFDM, states: torch.Tensor) -> torch.Tensor:
     "$s_0$ `b 3 f h w` → what the DM models: the same, or with `residual_flow` the flow's displacement times `flow_scale`."
     if not self.config.residual_flow: return states
     h, w = states.shape[-2:]
     identity = identity_grid(1, h, w, device=states.device, dtype=states.dtype).permute(0, 3, 1, 2)[:, :, None]   # 1 2 1 h w
     return torch.cat([(states[:, :2] - identity) * self.config.flow_scale, states[:, 2:]], 1)
 
-def _lfdm_from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+@patch
+def from_diffusion(self: LFDM, x: torch.Tensor) -> torch.Tensor:
     "Inverse of `to_diffusion`: `b 3 f h w` flow states (absolute grids, occlusion channel 2m - 1)."
     if not self.config.residual_flow: return x
     h, w = x.shape[-2:]
     identity = identity_grid(1, h, w, device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)[:, :, None]
     return torch.cat([x[:, :2] / self.config.flow_scale + identity, x[:, 2:]], 1)
 
-_attach(LFDM, _lfdm_to_diffusion)
-_attach(LFDM, _lfdm_from_diffusion)
-
 # %% ../nbs/08_lfdm.ipynb #2ce726b1
-def _lfdm_check_videos(self, videos: torch.Tensor) -> torch.Tensor:
+@patch
+def check_videos(self: LFDM, videos: torch.Tensor) -> torch.Tensor:
     s = self.lfae.config.image_size
     check_shape(videos, "b c f h w", "videos", c=self.lfae.config.num_channels, h=s, w=s)
     return check_unit_range(videos, "videos", RANGE_TOLERANCE)                 # as `sample` checks its image: NaN, 0..255, meta refused
 
-def _lfdm_encode_videos(self, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
+@patch
+@torch.no_grad()
+def encode_videos(self: LFDM, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     "The DM's data: $s_0$ `b 3 f h w` (flows and occlusions from frame 0 to every frame) and $z = \\Phi(x_0)$ `b C h w`."
     b, _, f = self.check_videos(videos).shape[:3]
@@ -386,7 +391,8 @@ def _lfdm_encode_videos(self, videos: torch.Tensor, # `b 3 f H W` in [0, 1]
     states = flows_to_state(flow.unflatten(0, (b, f)), occlusion.unflatten(0, (b, f)))
     return states, self.lfae.encode(source).bottleneck
 
-def _lfdm_forward(self, videos: torch.Tensor | None = None, # `b 3 f H W` training clips (or give `states` and `features`)
+@patch
+def forward(self: LFDM, videos: torch.Tensor | None = None, # `b 3 f H W` training clips (or give `states` and `features`)
                   classes=None, # `b` class names or ids
                   states: torch.Tensor | None = None, # cached $s_0$ `b 3 f h w`
                   features: torch.Tensor | None = None, # cached $z$ `b C h w`
@@ -406,12 +412,9 @@ def _lfdm_forward(self, videos: torch.Tensor | None = None, # `b 3 f H W` traini
     null = default(null, lambda: torch.rand(b, device=states.device) < self.config.null_cond_prob)
     return self.diffusion(self.to_diffusion(states), noise, t, features=features, cond=cond, null=null)
 
-_attach(LFDM, _lfdm_check_videos)
-_attach(LFDM, _lfdm_encode_videos, torch.no_grad())
-_attach(LFDM, _lfdm_forward)
-
 # %% ../nbs/08_lfdm.ipynb #0123898f
-def _lfdm_denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
+@patch
+def denoiser(self: LFDM, features: torch.Tensor, cond: torch.Tensor, guidance: float = 1.0) -> Callable:
     "The `(x_t, t) -> output` function that sampling calls, with classifier-free guidance `w` (06_diffusion's `guided_denoiser`)."
     unet = self.unet
     def denoise(x, t, null):                        # the batch is b, or 2b (conditional and null halves) when guiding
@@ -420,7 +423,9 @@ def _lfdm_denoiser(self, features: torch.Tensor, cond: torch.Tensor, guidance: f
         return unet(x, t, rep(features), rep(cond), null)
     return guided_denoiser(denoise, guidance)
 
-def _lfdm_decode_states(self, encoded, # `Encoded` source features of `b` images
+@patch
+@torch.no_grad()
+def decode_states(self: LFDM, encoded, # `Encoded` source features of `b` images
                         states: torch.Tensor, # $s_0$ `b 3 f h w`
                        ) -> torch.Tensor:
     "Warp and decode every frame: video `b 3 f H W` in [0, 1]."
@@ -430,18 +435,16 @@ def _lfdm_decode_states(self, encoded, # `Encoded` source features of `b` images
     frames = self.lfae.decode(per_frame, flows.flatten(0, 1), occlusions.flatten(0, 1))  # all b·f frames in one call
     return frames.unflatten(0, (b, f)).transpose(1, 2)
 
-_attach(LFDM, _lfdm_denoiser)
-_attach(LFDM, _lfdm_decode_states, torch.no_grad())
-
 # %% ../nbs/08_lfdm.ipynb #7295d356
-def _lfdm_anchor_states(self, image: torch.Tensor, # `b 3 H W` the first frames the states start from
+@patch
+@torch.no_grad()
+def anchor_states(self: LFDM, image: torch.Tensor, # `b 3 H W` the first frames the states start from
                         states: torch.Tensor, # $s_0$ `b 3 f h w` (as the DM sampled them)
                        ) -> torch.Tensor:
     "`states` with frame 0 replaced by the LFAE's own flow and occlusion of (image, image): the motion from frame 0 to itself."
     flow0, occ0 = self.lfae.flow(image, image)
     return torch.cat([flows_to_state(flow0[:, None], occ0[:, None]).to(states), states[:, :, 1:]], dim=2)
 
-_attach(LFDM, _lfdm_anchor_states, torch.no_grad())
 
 def keep_in_frame(states: torch.Tensor, # $s_0$ `b 3 f h w`
                  ) -> torch.Tensor:
@@ -451,9 +454,10 @@ def keep_in_frame(states: torch.Tensor, # $s_0$ `b 3 f h w`
     lim = torch.tensor([1 - 1 / w, 1 - 1 / h], dtype=flows.dtype, device=flows.device)
     return flows_to_state(torch.maximum(torch.minimum(flows, lim), -lim), occlusions).to(states)
 
-
 # %% ../nbs/08_lfdm.ipynb #22de502f
-def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
+@patch
+@torch.no_grad()
+def sample(self: LFDM, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frames in [0, 1]
                  classes=None, # class names or ids (one for all, or one per image)
                  steps: int | None = None, # DDIM steps (default `config.sampling_steps`; DDPM always takes T)
                  guidance: float | None = None, # classifier-free guidance scale w (default `config.guidance`)
@@ -501,8 +505,6 @@ def _lfdm_sample(self, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
         raise InputError(f"Sampling with {source} gave NaN or infinite values: its weights are broken (a diverged training run or "
                          "a damaged file); use another checkpoint.")
     return (video, states) if return_states else video
-
-_attach(LFDM, _lfdm_sample, torch.no_grad())
 
 # %% ../nbs/08_lfdm.ipynb #1b9796a3
 @torch.no_grad()
@@ -575,6 +577,10 @@ def save_lfdm(model: LFDM, path: str | Path, half: bool = False, **extra) -> Pat
     return save_checkpoint(path, "lfdm", model.config, model.unet.state_dict(), half, lfae=lfae, **extra)
 
 def _load_state(module: nn.Module, state: dict, path) -> nn.Module:
+    own = module.state_dict()
+    for k, v in state.items():                                # load_state_dict would copy int weights into float ones without a word
+        if k in own and isinstance(v, torch.Tensor) and own[k].is_floating_point() != v.is_floating_point():
+            raise InputError(f"The weights in {path} are damaged: {k} is stored as {v.dtype}, but the model's is {own[k].dtype}.")
     try: module.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)[:300]

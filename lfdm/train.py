@@ -32,11 +32,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .core import INT_MAX, SEED_MAX, TEMP_MARK, InputError, catch_stop_signals, restore_signals, atomic_write, default, exists, get_device, int_problem, number_problem, write_video
+from .core import INT_MAX, SEED_MAX, TEMP_MARK, InputError, catch_stop_signals, restore_signals, atomic_write, full_disk_message, default, exists, get_device, int_problem, number_problem, write_video
 from .data import ACTIONS, ClipDataset, FramePairDataset, ProceduralActions
 from .folders import LAYOUTS, MUG_EXPRESSIONS, NATOPS_GESTURES, UTD_MHAD_ACTIONS, VideoFolder
 from .lfae import LFAE, LFAEConfig, LFAETrainer
-from .lfdm import (LFDM, LFDMConfig, EncodedClips, _cpu_state, check_config_cost, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
+from .lfdm import (CHECKPOINT_FORMAT, LFDM, LFDMConfig, EncodedClips, _cpu_state, check_config_cost, _load_state, _plain, config_from_dict, encode_clips, load_checkpoint,
                    load_lfae, save_checkpoint)
 from .unet3d import UNet3DConfig
 
@@ -138,7 +138,7 @@ _RULES = {
                       amp=_choice("auto", "none", "bf16", "fp16"),
                       channels_last=_choice(True, False), seed=_SEED, max_clips=_integer(1, none=True),
                       cache_flows=_choice(True, False), flows_cache=lambda v: None if v is None else _text(v), compile=_choice(True, False)),
-    LFAEConfig: dict(compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4096, text="must be an integer from 8 to 4096 (pixels)"),
+    LFAEConfig: dict(num_channels=_integer(3, 3, text="must be 3: lfdm reads every clip as RGB"), compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4096, text="must be an integer from 8 to 4096 (pixels)"),
                      num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True),
                      region_scale_factor=_number(0, 1, lo_open=True, none=True), scales=_scales,
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
@@ -874,10 +874,19 @@ def _move_aside(run: Path) -> Path:
         raise InputError(f"Cannot move {e.filename} aside into {dest} ({e.strerror}); move the old run away by hand.") from None
     return dest
 
+def _written_by_lfdm(path: Path) -> bool:
+    "Whether `path` is a checkpoint that lfdm's training wrote (read memory-mapped: its tensors are not loaded). Only these are rotated."
+    try: ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception: return False
+    return isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT and isinstance(ck.get("train"), dict)
+
 def _check_run_layout(run: Path):
     "One clear line, before anything is read or written, when a run folder holds a folder where lfdm keeps a file, or the reverse."
     if run.exists() and not run.is_dir(): raise InputError(f"The run folder {run} is a file; give a folder (a new name creates one).")
     for name in (*_RUN_FILES, RunLock.name, "checkpoints/best.pt"):
+        if (run / name).is_symlink():                         # written in place: through a link it would change a file elsewhere
+            raise InputError(f"{run / name} is a symbolic link (to {os.readlink(run / name)}); lfdm writes this file in the run folder "
+                             "and will not write through a link: replace it with a plain file or remove it (nothing was changed).")
         if (run / name).is_dir():
             raise InputError(f"{run / name} is a folder, but lfdm keeps a file of that name in a run folder; move it out of {run} "
                              "(nothing was changed).")
@@ -1199,7 +1208,8 @@ def _save_step(stage, config, tc, run, module, net, opt, ema, lfae_part, st: _Lo
     path = save_checkpoint(run / "checkpoints" / f"step_{st.step:07d}.pt", kind, model_cfg, use.state_dict(), **extra)
     if is_best:
         with atomic_write(run / "checkpoints" / "best.pt") as tmp: shutil.copyfile(path, tmp)
-    for old in _checkpoints(run)[:-tc.keep_last]: old.unlink()
+    ours = [p for p in _checkpoints(run) if _written_by_lfdm(p)]              # a user's own step_N.pt is neither counted nor deleted
+    for old in ours[:-tc.keep_last]: old.unlink()
     _plot_log(run / "log.csv", run / "loss.png", f"train-{stage}: {run.name}")
     return path
 
@@ -1207,7 +1217,7 @@ def _log_row(log_file: Path, rows: list[dict], step: int, seconds: float, it_per
     "Append the mean of `rows` (one dict of losses per step) as one row of `log.csv` (header on the first row)."
     row = dict(step=step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, seconds=round(seconds, 2), it_per_s=round(it_per_s, 4))
     new = not log_file.exists()
-    with open(log_file, "a", newline="") as f:
+    with full_disk_message(log_file, "the checkpoints saved so far are intact; continue with --resume"), open(log_file, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
         if new: w.writeheader()
         w.writerow(row)

@@ -1110,6 +1110,8 @@ HUGE_CONFIGS = [
     ("lfae", "max_features", 10**7), ("lfae", "block_expansion", True), ("lfae", "num_down_blocks", 100),
     ("lfae", "region_max_features", 10**8), ("lfae", "scale_factor", 1e6), ("lfae", "scale_factor", math.nan),
     ("config", "eta", "1"), ("config", "eta", 5.0), ("config", "eta", math.nan), ("config", "guidance", math.inf),
+    ("lfae", "temperature", 0.0), ("lfae", "temperature", math.nan), ("lfae", "occlusion_bias_init", math.nan),
+    ("config", "snr_gamma", math.inf),
 ]
 
 
@@ -1136,6 +1138,7 @@ COSTLY_CONFIGS = [
     (dict(config=dict(num_frames=256), lfae=dict(image_size=2048)), ["its stored U-Net (256 frames of 512² latents)", "activation bytes"]),
     (dict(config=dict(sampling_steps=5000)), ["sampling_steps = 5000", "from 1 to 1000", "LIMITS['sampling_steps']"]),
     (dict(config=dict(timesteps=20_000, sampling_steps=10)), ["timesteps = 20000", "LIMITS['timesteps']"]),
+    (dict(config=dict(timesteps=10_000, sampler="ddpm")), ["sampler 'ddpm' would take all 10000 timesteps", "LIMITS['sampling_steps']"]),
 ]
 
 
@@ -1263,6 +1266,19 @@ def test_sigterm_and_sighup_stop_sampling_as_cleanly_as_ctrl_c(existing, signame
     assert_untouched(existing)
     _no_temporaries(existing["out"].parent)
 
+def test_ctrl_c_while_lfdm_is_still_importing_is_one_line(existing):
+    "The console script imports torch for 1-2 s before `main` runs; a Ctrl-C then must not end in Python's traceback."
+    p = subprocess.Popen([str(LFDM_BIN), "demo", "--out", str(existing["out"]), "--steps", "1000"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        time.sleep(0.4)                                           # Python is up; lfdm.cli (and torch) are being imported
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130 and err.strip() == "Interrupted." and "Traceback" not in err, (p.returncode, err)
+    assert_untouched(existing)
+
 # ---------------------------------------------------------------- make-dataset: folders that must not be used
 
 @pytest.mark.parametrize("where, target, needle", [
@@ -1289,3 +1305,55 @@ def test_make_dataset_refuses_folders_it_must_not_use(tmp_path, monkeypatch, whe
 def test_make_dataset_refuses_out_of_range_options(tmp_path, args, needle):
     expect_one_line_cli_error("make-dataset", tmp_path / "new", *args, needles=[needle])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a second campaign (each case once found a gap)
+
+def test_weights_stored_as_integers_are_refused(tmp_path):
+    def ints(ck): ck["state_dict"] = {k: v.long() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    expect(lambda: load_lfdm(_edited_checkpoint(tmp_path, "ints.pt", ints)), "ints.pt", "are damaged", "stored as torch.int64")
+
+
+def test_stored_class_names_must_be_printable(tmp_path):
+    def names(ck): ck["config"]["classes"] = ["", "a\nb"] + list(ck["config"]["classes"][2:])
+    expect(lambda: load_lfdm(_edited_checkpoint(tmp_path, "names.pt", names)), "names.pt", "class names must be printable text")
+
+
+def test_a_huge_photo_is_reduced_before_it_is_converted(tmp_path):
+    "A 4000² RGBA PNG (~100 KB) asked for at 64²: shrunk in its 8-bit pixels first, not converted to float at full size (~1 GB)."
+    Image.new("RGBA", (4000, 4000), (10, 20, 30, 128)).save(tmp_path / "big.png")
+    code = ("import resource, sys; from lfdm.core import load_image; base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"x = load_image({str(tmp_path / 'big.png')!r}, size=64, warn=False); assert x.shape == (3, 64, 64); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)")
+    grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=ENV).stdout.split()[-1])
+    assert grown < 300_000, f"{grown} KB more while loading"
+
+
+PATHS_AND_ODD_ARGUMENTS = [
+    ("write_video meta", lambda t: write_video(torch.zeros(3, 2, 16, 16, device="meta"), t / "a.gif"), ["on the meta device"]),
+    ("write_video bytes", lambda t: write_video(torch.rand(3, 2, 16, 16), os.fsencode(t / "b.gif")), None),
+    ("load_image int", lambda t: load_image(3), ["image path must be a file path", "int"]),
+    ("read_video None", lambda t: read_video(None), ["video path must be a file path"]),
+    ("load_checkpoint int", lambda t: load_checkpoint(7), ["checkpoint path must be a file path"]),
+    ("background nan", lambda t: load_image(STILL, background=float("nan")), ["background must be a grey level from 0 to 1"]),
+    ("wide mp4", lambda t: write_video(torch.rand(3, 1, 1, 100_000), t / "wide.mp4"), ["too large for MP4", "100000 x 1 "]),
+    ("png named gif", lambda t: (t / "still.gif").write_bytes(STILL.read_bytes()) and read_video(t / "still.gif"), ["is a PNG image with a .gif name"]),
+]
+
+
+@pytest.mark.parametrize("name, call, needles", PATHS_AND_ODD_ARGUMENTS, ids=[c[0] for c in PATHS_AND_ODD_ARGUMENTS])
+def test_paths_and_odd_arguments(tmp_path, name, call, needles):
+    if needles is None: assert call(tmp_path).exists()                      # bytes paths are paths
+    else: expect(lambda: call(tmp_path), *needles)
+
+
+def test_integer_tensors_are_frame_indices():
+    clip = BUNDLED.parent / "clips" / "wave.gif"
+    torch.testing.assert_close(read_video(clip, frames=torch.tensor([0, 1])), read_video(clip, frames=[0, 1]))
+
+
+def test_a_utf16_csv_is_named_as_such(tmp_path, files):
+    root = tmp_path / "ds"; (root / "wave").mkdir(parents=True)
+    write_video(torch.rand(3, 4, 16, 16), root / "wave" / "a.gif")
+    (root / "clips.csv").write_bytes("path,label\nwave/a.gif,wave\n".encode("utf-16"))
+    expect(lambda: VideoFolder(root, size=16), "is UTF-16 text", "iconv -f utf-16 -t utf-8")

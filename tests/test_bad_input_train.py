@@ -478,3 +478,26 @@ def test_the_largest_seeds_train(tmp_path):
     top = 2 ** 63 - 1
     r = train("lfae", small(f"data.seed={top}", f"lfae_train.seed={top}", "lfae_train.steps=1"), tmp_path / "run", progress=False)
     assert r.step == 1
+
+
+
+def test_rotation_deletes_only_checkpoints_lfdm_wrote(run_copy):
+    "A user's own step_N.pt in checkpoints/ is neither deleted nor counted among the checkpoints kept."
+    ck = run_copy / "checkpoints"
+    (ck / "step_0000001.pt").write_text("my notes"); (ck / "step_0000099.pt").write_text("hello")    # at names of old steps, and later
+    train("lfae", None, run_copy, resume=True, overrides=["lfae_train.steps=5"], progress=False)
+    assert (ck / "step_0000001.pt").read_text() == "my notes" and (ck / "step_0000099.pt").read_text() == "hello"
+    assert sorted(p.name for p in ck.glob("step_*.pt")) == ["step_0000001.pt", "step_0000004.pt", "step_0000005.pt", "step_0000099.pt"]
+
+
+def test_a_run_file_that_is_a_symlink_is_refused(run_copy, tmp_path):
+    precious = tmp_path / "precious.csv"; precious.write_text("user precious,1\n")
+    (run_copy / "log.csv").unlink(); os.symlink(precious, run_copy / "log.csv")
+    expect(lambda: train("lfae", None, run_copy, resume=True, overrides=["lfae_train.steps=3"], progress=False),
+           "log.csv is a symbolic link", "will not write through a link")
+    assert precious.read_text() == "user precious,1\n"
+
+
+def test_an_lfae_for_other_than_rgb_is_refused_by_its_key(tmp_path):
+    expect(lambda: train("lfae", small("lfae.num_channels=1"), tmp_path / "run", progress=False),
+           "lfae.num_channels must be 3: lfdm reads every clip as RGB")
