@@ -114,7 +114,8 @@ import contextlib
 
 # One table of what an input may cost before lfdm refuses it (see the prose above). Read when a check runs, so a change applies at once.
 LIMITS = dict(
-    image_pixels=50_000_000,          # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB
+    image_pixels=50_000_000,          # pixels of one decoded image or video frame (e.g. 8,660 x 5,770): 0.6 GB as float32 RGB, and up to
+                                      # ~3 GB while `load_image(size=None)` converts it; given a size, large images are shrunk first (<0.3 GB)
     video_pixels=400_000_000,         # pixels of all the frames of one clip, after a GIF's frame delays are expanded (6,100 frames of 256²)
     model_parameters=1_000_000_000,   # weights of one model a stored config builds: 4 GB as float32 (the paper's LFAE: 66 M, U-Net: 43 M)
     activation_bytes=32 * 2 ** 30,    # bytes one sample's forward pass writes (`model_cost`): the paper's U-Net 2.1 GB, its LFAE 0.12 GB
@@ -625,7 +626,7 @@ def atomic_write(path: str | Path, # the file to (re)write
     finally:
         tmp.unlink(missing_ok=True)
 
-# %% ../nbs/00_core.ipynb #94d04ce6
+# %% ../nbs/00_core.ipynb #8852f3ae
 RANGE_TOLERANCE = 1e-4     # float frames may overshoot [0, 1] by this much (rounding); more is a mistake, e.g. frames in 0..255
 
 def check_unit_range(x, # the tensor to check
@@ -662,6 +663,7 @@ def to_uint8_frames(video: torch.Tensor, # `c f h w` float in [0, 1] (c = 1 or 3
     if v.shape[0] != 3: raise InputError(f"video must have 1 or 3 channels (c f h w), got {v.shape[0]} channels.")
     return (v.permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
 
+# %% ../nbs/00_core.ipynb #94d04ce6
 def write_video(video: torch.Tensor, # `c f h w` float in [0, 1]; c = 1 or 3
                 path: str | Path, # output file; '.gif' or '.mp4'
                 fps: float = 8.0, # frames per second

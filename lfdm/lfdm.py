@@ -103,7 +103,7 @@ def _check_unpacked_size(path: Path):
 # Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
 # damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
 
-# %% ../nbs/08_lfdm.ipynb #9f17091c
+# %% ../nbs/08_lfdm.ipynb #3beb87da
 # far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold. Within them a
 # product of sizes can still be huge (a U-Net of dim 4096 has 10.9 billion weights; 256 frames of 512² latents need 1.3 TB), so
 # `_check_cost` then measures both models on the meta device against 00_core's `LIMITS`, and the step counts are bounded there too.
@@ -120,7 +120,9 @@ CONFIG_LIMITS = {
                  attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
                  rel_pos_buckets=(1, 4096), rel_pos_max_distance=(1, 1_000_000), num_frames=(1, 1024), image_size=(1, 1024)),
 }
+
 MAX_WIDTH = 8192           # the U-Net's widest level, dim x max(dim_mults)
+
 _OPTIONAL = {"num_classes", "region_scale_factor"}          # may be None
 
 def _check_section(d, limits: dict, path, name: str) -> dict:
@@ -143,6 +145,7 @@ def _check_section(d, limits: dict, path, name: str) -> dict:
             raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {v!r} is not a finite number; the file is damaged or was edited.")
     return d
 
+# %% ../nbs/08_lfdm.ipynb #9f17091c
 def _check_stored_sizes(ckpt: dict, path):
     "Refuse a checkpoint whose stored config asks for absurd sizes, before any model is built from it (`CONFIG_LIMITS`)."
     kind = ckpt["kind"]

@@ -840,8 +840,9 @@ class RunLock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
-# %% ../nbs/09_train.ipynb #697b239a
+# %% ../nbs/09_train.ipynb #a58a958e
 _RUN_FILES = ("config.yaml", "log.csv", "loss.png", "flows.pt")
+
 _TEMPORARY = re.compile(r"\.(?:config|log|loss|flows|best|step_\d+)" + re.escape(TEMP_MARK) + r"\w{8}\.(?:yaml|csv|png|pt)")
 
 def _run_contents(run: Path) -> tuple[list[Path], list[str]]:
@@ -894,6 +895,7 @@ def _check_run_layout(run: Path):
         raise InputError(f"{run / 'checkpoints'} is a file, but lfdm keeps the run's checkpoints in a folder of that name; move it out "
                          f"of {run} (nothing was changed).")
 
+# %% ../nbs/09_train.ipynb #697b239a
 def _remove_temporaries(run: Path) -> list[Path]:
     "Delete the hidden temporaries that `atomic_write` leaves when a process is killed mid-write (only those names); returns them."
     gone = []
