@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import InputError, atomic_write, check_int, full_disk_message, check_number, check_shape, coordinate_grid, default, exists, write_video
+from .core import InputError, atomic_write, check_int, check_seed, full_disk_message, check_number, check_shape, coordinate_grid, default, exists, write_video
 from .data import ACTIONS, ClipDataset, ProceduralActions, sample_frame_indices
 from .diffusion import Diffusion, guided_denoiser
 from .eval import (MotionClassifier, _set_scores, as_float_video, classify, evaluation_indices, identity_metrics,
@@ -860,7 +860,7 @@ def write_domain_clips(out: str | Path, # the folder to create: OUT/<domain>/<sp
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; choose a new folder (nothing was written).")
-    src = DOMAINS[domain](num_clips=check_int(num_clips, "num_clips", 1), size=size, length=length, seed=check_int(seed, "seed", 0), split=split)
+    src = DOMAINS[domain](num_clips=check_int(num_clips, "num_clips", 1), size=size, length=length, seed=check_seed(seed), split=split)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")                     # this process's own: never another's
     try:
         (tmp / domain).mkdir(parents=True)

@@ -135,7 +135,21 @@ def over_limit(value, # the cost of the input (a number)
     if value <= LIMITS[limit]: return
     shown = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:,.3g}"
     raise InputError(f"{what} is too large: {detail + ' gives ' if detail else ''}{shown(value)} {limit.replace('_', ' ')}, over lfdm's "
-                     f"limit of {shown(LIMITS[limit])} (lfdm.core.LIMITS['{limit}']): {fix}, or raise that limit if you mean it.")
+                     f"limit of {shown(LIMITS[limit])} (lfdm.core.LIMITS['{limit}']): {fix}, or raise that limit if you mean it "
+                     f"(on the command line: LFDM_LIMITS={limit}=N).")
+
+def _limits_from_environment(text: str | None = None) -> None:
+    "Apply `$LFDM_LIMITS` ('key=number,key=number'), so a command-line user can raise a bound too; a bad entry is warned about and skipped."
+    for item in filter(None, (s.strip() for s in (os.environ.get("LFDM_LIMITS", "") if text is None else text).split(","))):
+        key, _, value = (s.strip() for s in item.partition("="))
+        try: number = float(value) if key in LIMITS else None
+        except ValueError: number = None
+        if number is None or not math.isfinite(number) or number <= 0:
+            warnings.warn(f"LFDM_LIMITS: {item!r} is not KEY=POSITIVE_NUMBER with a key of lfdm.core.LIMITS ({', '.join(LIMITS)}); ignored.")
+            continue
+        LIMITS[key] = int(number) if isinstance(LIMITS[key], int) and number.is_integer() else number
+
+_limits_from_environment()
 
 def _check_pixels(path, what: str, pixels: int, limit: str, detail: str) -> None:
     "Refuse an image or clip whose decoded size would exceed `LIMITS[limit]` (checked from its header, before decoding)."
@@ -286,7 +300,10 @@ def load_image(path: str | Path, # any image file Pillow can read
         with Image.open(path) as im:                               # reads the header only
             _check_pixels(path, "Image", im.width * im.height, "image_pixels", f"{im.width} x {im.height}")
             im.load()
-            a = _to_rgb_array(_upright(_reduced(im, size)), background)
+            small = _reduced(im, size)
+            shown = _upright(small)
+            w0, h0 = (im.height, im.width) if shown.size != small.size else im.size      # the file's size, as displayed (EXIF turns)
+            a = _to_rgb_array(shown, background)
     except InputError: raise
     except Image.DecompressionBombError as e:
         raise InputError(f"Image {path} is too large to load safely ({e}). Downscale it first.") from e
@@ -294,7 +311,7 @@ def load_image(path: str | Path, # any image file Pillow can read
         raise InputError(f"Cannot read {path} as an image ({type(e).__name__}: {e}). Is it a valid, complete image file?") from e
     x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()
     if exists(size) and tuple(x.shape[-2:]) != size:
-        if warn: warnings.warn(f"{path.name}: resized from {x.shape[-1]}x{x.shape[-2]} to {size[1]}x{size[0]} (fit={fit!r}).", ImageResizedWarning, stacklevel=2)
+        if warn: warnings.warn(f"{path.name}: resized from {w0}x{h0} to {size[1]}x{size[0]} (fit={fit!r}).", ImageResizedWarning, stacklevel=2)
         x = _fit_square(x, size, fit)
     return x
 
@@ -347,8 +364,8 @@ def _gif_frames(path: Path) -> tuple[list[int] | None, int, int, int]:
             if im.size != (w, h):                                   # a frame reaching outside the GIF's canvas: Pillow grows that frame
                 raise InputError(f"GIF {path}: frame {k} is {im.size[0]} x {im.size[1]} but frame 0 is {w} x {h} (a frame reaches outside the "
                                  "GIF's canvas); a clip needs one frame size: re-export it.")
-    with open(path, "rb") as f: f.seek(-1, os.SEEK_END); last = f.read(1)
-    if last != b";":                                                # every complete GIF ends with the trailer byte 0x3B
+    with open(path, "rb") as f: f.seek(-min(64, path.stat().st_size), os.SEEK_END); tail = f.read()
+    if not tail.rstrip(b"\x00\r\n\t ").endswith(b";"):           # a complete GIF ends with the trailer 0x3B (padding after it is harmless)
         raise InputError(f"GIF {path} is cut short: it lacks the trailer that ends every complete GIF, so frames after the "
                          f"{len(durations)} found may be missing. Use a complete copy.")
     if not durations or min(durations) <= 0: return None, len(durations), w, h
@@ -488,7 +505,8 @@ def number_problem(value, # the value to judge
                    hi_open: bool = False, # hi itself is refused
                   ) -> str | None:
     "What is wrong with `value` as a finite real number in the interval, e.g. 'must be a finite number in [0, 1)'; None if nothing."
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)   # NaN fails every comparison
+    try: ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)   # NaN fails every `<`
+    except OverflowError: ok = False                                    # an int too large for a float (10**400)
     if ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi)): return None
     return f"must be a finite number{_interval(lo, hi, lo_open, hi_open)}"
 
@@ -920,7 +938,7 @@ def clear_interrupt():
 def catch_stop_signals(handler) -> dict:
     """Install `handler` for SIGINT, SIGTERM and SIGHUP; returns the old handlers, for `restore_signals`. Only in the main thread (an
     empty dict elsewhere). A SIGTERM or SIGHUP that the parent made us ignore stays ignored (`nohup` ignores SIGHUP so that a closed
-    terminal does not stop the job); SIGINT is always taken, since a shell starts background jobs with it ignored."""
+    terminal does not stop the job); SIGINT is always taken, as lfdm always did: a Ctrl-C or `kill -INT` sent to lfdm itself stops it."""
     if threading.current_thread() is not threading.main_thread(): return {}
     return {s: signal.signal(s, handler) for s in STOP_SIGNALS if s == signal.SIGINT or signal.getsignal(s) != signal.SIG_IGN}
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import operator
 import os
 import re
@@ -84,16 +85,16 @@ def _find_csv(root: Path, csv_path=None) -> Path:
 
 def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     "(line number, cells) of the non-blank rows of a CSV file."
-    if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise InputError(f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark); re-save it as UTF-8 "
                          "(e.g. iconv -f utf-16 -t utf-8).")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return [(i, row) for i, row in enumerate(csv.reader(f), 1) if any(c.strip() for c in row)]
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise InputError(f"{path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} on line {line} is not valid UTF-8 (a Latin-1 or "
+    try: text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:                                   # offsets of the whole file: the line is the file's line
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} is not valid UTF-8 (a Latin-1 or "
                          "Windows-1252 file?). Re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+    try: return [(i, row) for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1) if any(c.strip() for c in row)]
     except csv.Error as e:
         raise InputError(f"Cannot read {path} as a CSV file ({e}).") from None
 
@@ -113,7 +114,7 @@ def _scan_csv(root: Path, csv_path=None) -> list[Clip]:
     clips, absent, seen = [], [], {}
     for line, row in rows[1:]:
         rel, label = cell(row, "path"), cell(row, "label")
-        if any("\n" in c for c in row):
+        if "\n" in rel or "\n" in label:                       # a quoted description may span lines; a path or label may not
             raise InputError(f"{path}, line {line}: a quote (\") is opened and never closed, so the lines after it were read as one cell; "
                              "close it or remove it.")
         if not rel or not label: raise InputError(f"{path}, line {line}: the path or the label is empty ({row}).")
@@ -257,8 +258,13 @@ def _names_near(root: Path, depth: int = 3):
 def _is_clip_csv(p: Path) -> bool:
     "Whether `p` is a CSV whose header has `path` and `label` columns (an InputError if it cannot be read as UTF-8: said, not skipped)."
     try: rows = _read_csv_rows(p)
-    except InputError as e:
-        raise InputError(f"{e} (layout='auto' reads each .csv beside the clips to choose a layout; name the layout to skip this)") from None
+    except InputError as e:                                           # unreadable: a clip list only if its first line says so
+        head = p.read_bytes()[:4096]
+        first = head.decode("utf-16", "ignore") if head[:2] in (b"\xff\xfe", b"\xfe\xff") else head.decode("latin-1")
+        first = first.split("\n", 1)[0].lower()
+        if "path" in first and "label" in first:
+            raise InputError(f"{e} (layout='auto' reads each .csv beside the clips to choose a layout; name the layout to skip this)") from None
+        return False
     return bool(rows) and {"path", "label"} <= {h.strip().lower() for h in rows[0][1]}
 
 def detect_layout(root: str | Path, # the dataset folder

@@ -156,10 +156,6 @@ def _check_stored_sizes(ckpt: dict, path):
     classes = config.get("classes", ())
     if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes):
         raise InputError(f"Checkpoint {path}: its stored config.classes is not a list of 1 to 100000 class names; the file is damaged.")
-    steps = config.get("timesteps") if config.get("sampler") == "ddpm" else None    # DDPM takes every one of the T steps
-    if isinstance(steps, int) and steps > LIMITS["sampling_steps"]:
-        raise InputError(f"Checkpoint {path}: its stored sampler 'ddpm' would take all {steps} timesteps, more than "
-                         f"{LIMITS['sampling_steps']} (lfdm.core.LIMITS['sampling_steps']); the file is damaged or was edited.")
     unet = _check_section(config.get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
     mults = _check_list(unet, "dim_mults", 8, 1, 64, path, "config.unet")
     if mults and unet.get("dim", 32) * max(mults) > MAX_WIDTH:
@@ -220,7 +216,7 @@ def _check_cost(ckpt: dict, path):
     "Refuse a checkpoint whose stored configs build a model over `LIMITS` (`check_config_cost`), before building it."
     part = ckpt if ckpt["kind"] == "lfae" else ckpt.get("lfae")
     if not isinstance(part, dict) or not isinstance(part.get("config"), dict): return
-    fix = "nothing was built from it (the file is damaged or was edited)"
+    fix = "nothing was built from it (a damaged or edited file, or a model larger than lfdm allows by default)"
     lfae_config = _built(path, lambda: config_from_dict(LFAEConfig, part["config"], "lfae config"))
     if ckpt["kind"] != "lfdm": return _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, fix=fix))
     u = _built(path, lambda: config_from_dict(UNet3DConfig, ckpt["config"].get("unet", {}), "config.unet"))
@@ -407,7 +403,7 @@ def forward(self: LFDM, videos: torch.Tensor | None = None, # `b 3 f H W` traini
     "The diffusion training loss on a batch of clips (videos, or cached flows), with condition dropout `null_cond_prob`."
     if exists(videos): states, features = self.encode_videos(videos)
     if not (exists(states) and exists(features)): raise InputError("Give training videos, or both cached states and features.")
-    for name, x in (("states", states), ("features", features)):
+    for name, x in (("states", states), ("features", features)) if videos is None else ():
         if not isinstance(x, torch.Tensor) or x.device.type == "meta" or not x.is_floating_point() or not torch.isfinite(x).all():
             raise InputError(f"cached {name} must be a float tensor of finite values (a corrupt flow cache? delete it to re-encode).")
     b = len(states)
@@ -494,6 +490,9 @@ def sample(self: LFDM, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
     sampler, guidance = default(sampler, c.sampler), check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
     eta = check_number(default(eta, c.eta), "eta", 0, 1)
     steps = default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
+    if sampler == "ddpm" and c.timesteps > LIMITS["sampling_steps"]:                 # DDPM takes every one of the T steps
+        raise InputError(f"DDPM would take all {c.timesteps} timesteps of this model, more than {LIMITS['sampling_steps']} "
+                         "(lfdm.core.LIMITS['sampling_steps']): sample with sampler='ddim' (--sampler ddim), or raise that limit.")
     encoded = self.lfae.encode(image)
     h = encoded.bottleneck.shape[-1]
     shape = (b, 3, default(num_frames, c.num_frames), h, h)

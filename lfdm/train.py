@@ -139,7 +139,7 @@ _RULES = {
                       channels_last=_choice(True, False), seed=_SEED, max_clips=_integer(1, none=True),
                       cache_flows=_choice(True, False), flows_cache=lambda v: None if v is None else _text(v), compile=_choice(True, False)),
     LFAEConfig: dict(num_channels=_integer(3, 3, text="must be 3: lfdm reads every clip as RGB"), compat=_choice("lfdm", "release"), lr=_LR, betas=_betas, batch_size=_BATCH, image_size=_integer(8, 4096, text="must be an integer from 8 to 4096 (pixels)"),
-                     num_regions=_integer(1), temperature=_number(0, lo_open=True), scale_factor=_number(0, 1, lo_open=True),
+                     num_regions=_integer(1), temperature=_number(1e-4, 1e4), scale_factor=_number(0, 1, lo_open=True),
                      region_scale_factor=_number(0, 1, lo_open=True, none=True), scales=_scales,
                      reconstruction_weight=_WEIGHT, ssim_weight=_WEIGHT, equivariance_shift_weight=_WEIGHT, equivariance_affine_weight=_WEIGHT),
     LFDMConfig: dict(sampling=_choice("uniform", "stride", "random", "very_random"), lr=_LR, betas=_betas, batch_size=_BATCH, num_frames=_integer(2), timesteps=_integer(1, "timesteps"),
@@ -273,7 +273,8 @@ def _check_value(value, tp, key: str):
             try: value = float(value)                                                # YAML 1.1 reads 1e-4 as a string
             except ValueError: raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)): raise bad
-        value = float(value)
+        try: value = float(value)
+        except OverflowError: raise bad from None                                    # an integer of hundreds of digits
     elif tp is str:
         if not isinstance(value, str): raise bad
     elif tp is tuple:
@@ -878,7 +879,9 @@ def _move_aside(run: Path) -> Path:
 def _written_by_lfdm(path: Path) -> bool:
     "Whether `path` is a checkpoint that lfdm's training wrote (read memory-mapped: its tensors are not loaded). Only these are rotated."
     try: ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception: return False
+    except Exception:
+        try: ck = torch.load(path, map_location="cpu", weights_only=True)           # a file system that cannot memory-map
+        except Exception: return False
     return isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT and isinstance(ck.get("train"), dict)
 
 def _check_run_layout(run: Path):
@@ -916,7 +919,7 @@ def _build(stage: str, config: Config, lfae: str | Path | None, device, init: di
     "The stage module (built from the config, from a stage-one checkpoint, or from the checkpoint being resumed)."
     fix = "use smaller sizes in the config (lfae.*, dm.unet.*, dm.num_frames)"
     if stage == "lfae":
-        check_config_cost("The config's", config.lfae, fix=fix)                # weights and activations, before anything is built
+        _buildable(lambda: check_config_cost("The config's", config.lfae, fix=fix))   # weights and activations, before anything is built
         return LFAEStage(_check_size(LFAE(config.lfae), config).to(device))
     if stage == "decoder":
         if init is None and lfae is None: raise InputError("Fine-tuning the decoder needs a trained LFAE: pass its checkpoint (--lfae).")
@@ -925,8 +928,16 @@ def _build(stage: str, config: Config, lfae: str | Path | None, device, init: di
     if init is not None: model = _lfae_from(init["lfae"])
     elif lfae is None: raise InputError("train-dm needs the trained stage-one model: pass --lfae CHECKPOINT (from train-lfae, or data_samples/lfdm_tiny.pt).")
     else: model = load_lfae(lfae)
-    check_config_cost("The config's", model.config, config.dm.unet, config.dm.num_frames, fix=fix)
+    _buildable(lambda: check_config_cost("The config's", model.config, config.dm.unet, config.dm.num_frames, fix=fix))
     return DMStage(LFDM(_check_size(model, config), config.dm).to(device))
+
+def _buildable(check):
+    "Run `check` (a cost check that builds the models on the meta device); sizes that build no model at all become one InputError."
+    try: return check()
+    except InputError: raise
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+        raise InputError(f"No model can be built from the config's sizes ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                         "check lfae.* and dm.unet.* (e.g. a number of blocks of 0).") from None
 
 def _lfae_from(part: dict) -> LFAE:
     return _load_state(LFAE(config_from_dict(LFAEConfig, part["config"], "lfae config")), part["state_dict"], "the checkpoint")
@@ -1374,9 +1385,11 @@ def make_dataset(out: str | Path, # the folder to create (must not exist, or be 
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)                                  # mkdtemp's folder is private (0700); a dataset is not
         try: os.replace(tmp, out)                                      # replaces only a missing or empty `out`
-        except OSError:
-            raise InputError(f"{out} was filled by someone else while these clips were rendered (another make-dataset?); this run's "
-                             "clips were discarded and theirs kept. Choose a new folder.") from None
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise InputError(f"{out} was filled by someone else while these clips were rendered (another make-dataset?); this "
+                                 "run's clips were discarded and theirs kept. Choose a new folder.") from None
+            raise InputError(f"Cannot create {out} ({e.strerror}); the clips were discarded. Choose another folder.") from None
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)       # interrupted or refused: nothing half-made stays
     return out
