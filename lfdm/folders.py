@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fastcore.basics import patch
+
 from .core import InputError, read_video, count_frames, list_frames, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, _natural_key
 
 # %% auto #0
@@ -409,38 +411,44 @@ class VideoFolder:
         "Subject id of clip `i`, or None when the layout has none."
         return self._clip(i).subject
 
-    def length(self, i: int) -> int:
-        "Frames in clip `i` (a video is decoded once to count them; the count is kept)."
-        c = self._clip(i)
-        if c.length is None:
-            c.length = count_frames(c.path)
-            if c.length < 1: raise InputError(f"Video {c.path} has no frames.")
-        return c.length
-
-    def lengths(self) -> list[int]:
-        "Frames in every clip; decodes each video not yet counted, so a corrupt file shows up now, not mid-epoch."
-        return [self.length(i) for i in range(len(self))]
-
     @property
     def subjects(self) -> list[str]:
         "The subjects of the clips in this split, in natural order (empty if the layout has none)."
         return sorted({c.subject for c in self.clips if c.subject is not None}, key=_natural_key)
 
-    def read(self, i: int, # clip index
-             frames: Sequence[int], # frame indices into the clip (repeats allowed, negative counts from the end)
-            ) -> dict:
-        "`dict(video=...)`: the frames of clip `i` as a `3 f h w` float32 tensor in [0, 1], resized to `size`."
-        c, n = self._clip(i), self.length(i)
-        try: idx = [operator.index(f) for f in frames]
-        except TypeError as e: raise InputError(f"frames must be integer frame indices, got {frames!r}.") from e
-        if not idx: raise InputError(f"frames is empty: ask for at least one frame of clip {i} ({c.path}).")
-        if bad := [f for f in idx if not -n <= f < n]:
-            raise InputError(f"Frame index {bad[0]} is out of range for clip {i} ({c.path}), which has {n} frames (valid: 0..{n - 1}).")
-        return dict(video=read_video(c.path, size=self.size, fit=self.fit, frames=idx))
+# %% ../nbs/01a_folders.ipynb #acb9ce54
+# VideoFolder's reading methods, added to the class with fastcore's `@patch` (the class cell stays short)
+@patch
+def length(self: VideoFolder, i: int) -> int:
+    "Frames in clip `i` (a video is decoded once to count them; the count is kept)."
+    c = self._clip(i)
+    if c.length is None:
+        c.length = count_frames(c.path)
+        if c.length < 1: raise InputError(f"Video {c.path} has no frames.")
+    return c.length
 
-    def __repr__(self) -> str:
-        layout = f"{self.layout!r}" + (" (auto-detected)" if self.auto else "")
-        split = "" if self.split is None else f", split={self.split!r}"
-        subjects = f"{len(self.subjects)} subjects: {_preview(self.subjects)}" if self.subjects else "no subject ids"
-        return (f"VideoFolder({str(self.root)!r}, layout={layout}{split}): {len(self)} clips; "
-                f"{len(self.classes)} classes: {_preview(self.classes)}; {subjects}")
+@patch
+def lengths(self: VideoFolder) -> list[int]:
+    "Frames in every clip; decodes each video not yet counted, so a corrupt file shows up now, not mid-epoch."
+    return [self.length(i) for i in range(len(self))]
+
+@patch
+def read(self: VideoFolder, i: int, # clip index
+         frames: Sequence[int], # frame indices into the clip (repeats allowed, negative counts from the end)
+        ) -> dict:
+    "`dict(video=...)`: the frames of clip `i` as a `3 f h w` float32 tensor in [0, 1], resized to `size`."
+    c, n = self._clip(i), self.length(i)
+    try: idx = [operator.index(f) for f in frames]
+    except TypeError as e: raise InputError(f"frames must be integer frame indices, got {frames!r}.") from e
+    if not idx: raise InputError(f"frames is empty: ask for at least one frame of clip {i} ({c.path}).")
+    if bad := [f for f in idx if not -n <= f < n]:
+        raise InputError(f"Frame index {bad[0]} is out of range for clip {i} ({c.path}), which has {n} frames (valid: 0..{n - 1}).")
+    return dict(video=read_video(c.path, size=self.size, fit=self.fit, frames=idx))
+
+@patch
+def __repr__(self: VideoFolder) -> str:
+    layout = f"{self.layout!r}" + (" (auto-detected)" if self.auto else "")
+    split = "" if self.split is None else f", split={self.split!r}"
+    subjects = f"{len(self.subjects)} subjects: {_preview(self.subjects)}" if self.subjects else "no subject ids"
+    return (f"VideoFolder({str(self.root)!r}, layout={layout}{split}): {len(self)} clips; "
+            f"{len(self.classes)} classes: {_preview(self.classes)}; {subjects}")
