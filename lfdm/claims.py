@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import InputError, atomic_write, check_int, check_seed, full_disk_message, check_number, check_shape, coordinate_grid, default, exists, write_video
 from .data import ACTIONS, ClipDataset, ProceduralActions, sample_frame_indices
@@ -114,16 +115,6 @@ class KLAutoencoder(nn.Module):
         "Unscaled latents `b c h w` → images `b 3 H W` (unclamped; [0, 1] when trained)."
         return (self.decoder(z) + 1) / 2
 
-    @torch.no_grad()
-    def latents(self, x: torch.Tensor) -> torch.Tensor:
-        "What a latent diffusion model diffuses: μ(x) · scale, `b c h w`."
-        return self.encode(x)[0] * self.scale
-
-    @torch.no_grad()
-    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        "The inverse of `latents`: images `b 3 H W` in [0, 1] (clamped)."
-        return self.decode(z / self.scale).clamp(0, 1)
-
     def forward(self, x: torch.Tensor, # `b 3 H W` frames in [0, 1]
                 generator: torch.Generator | None = None, # draws z ~ q(z|x) (reparameterised)
                ) -> dict[str, torch.Tensor]:
@@ -135,13 +126,27 @@ class KLAutoencoder(nn.Module):
         # latent diffusion sums both terms over each image: per pixel, KL weighs kl_weight · (latent elements / pixel values)
         return dict(total=rec + self.config.kl_weight * kl * mean[0].numel() / x[0].numel(), reconstruction=rec, kl=kl)
 
-    @torch.no_grad()
-    def fit_scale(self, frames: torch.Tensor, # `n 3 H W` training frames (uint8 or [0, 1])
-                  batch_size: int = 256) -> float:
-        "Set `scale` = 1 / std(μ) over `frames` (latent diffusion's scale factor), so that the diffusion model sees unit-variance data."
-        mus = [self.encode(as_float_video(frames[i:i + batch_size]))[0] for i in range(0, len(frames), batch_size)]
-        self.scale.fill_(1 / float(torch.cat(mus).float().std()))
-        return float(self.scale)
+# %% ../nbs/13_claims.ipynb #a10bb2c2
+@patch
+@torch.no_grad()
+def latents(self: KLAutoencoder, x: torch.Tensor) -> torch.Tensor:
+    "What a latent diffusion model diffuses: μ(x) · scale, `b c h w`."
+    return self.encode(x)[0] * self.scale
+
+@patch
+@torch.no_grad()
+def decode_latents(self: KLAutoencoder, z: torch.Tensor) -> torch.Tensor:
+    "The inverse of `latents`: images `b 3 H W` in [0, 1] (clamped)."
+    return self.decode(z / self.scale).clamp(0, 1)
+
+@patch
+@torch.no_grad()
+def fit_scale(self: KLAutoencoder, frames: torch.Tensor, # `n 3 H W` training frames (uint8 or [0, 1])
+              batch_size: int = 256) -> float:
+    "Set `scale` = 1 / std(μ) over `frames` (latent diffusion's scale factor), so that the diffusion model sees unit-variance data."
+    mus = [self.encode(as_float_video(frames[i:i + batch_size]))[0] for i in range(0, len(frames), batch_size)]
+    self.scale.fill_(1 / float(torch.cat(mus).float().std()))
+    return float(self.scale)
 
 # %% ../nbs/13_claims.ipynb #e2b58602
 @dataclass
@@ -229,31 +234,6 @@ class VideoDiffusion(nn.Module):
 
     class_ids = LFDM.class_ids                                               # names / ids → LongTensor, with LFDM's messages
 
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        "Frames `b 3 H W` in [0, 1] → the model's space: pixels in [-1, 1] as patches (`b 3p² H/p W/p`), or scaled latents (`b c h w`)."
-        if exists(self.autoencoder): return self.autoencoder.latents(images)
-        return F.pixel_unshuffle(images * 2 - 1, self.config.patch)
-
-    @torch.no_grad()
-    def encode_videos(self, videos: torch.Tensor, # `b 3 f H W` float in [0, 1] (or uint8)
-                      batch_size: int = 256) -> torch.Tensor:
-        "Clips → what the model diffuses, `b C f h w`."
-        b, _, f = videos.shape[:3]
-        frames = videos.transpose(1, 2).flatten(0, 1)
-        out = torch.cat([self.encode_images(as_float_video(frames[i:i + batch_size]).to(next(self.unet.parameters()).device))
-                         for i in range(0, len(frames), batch_size)])
-        return out.unflatten(0, (b, f)).transpose(1, 2)
-
-    @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        "The model's space `b C f h w` → videos `b 3 f H W` in [0, 1]."
-        b, _, f = x.shape[:3]
-        frames = x.transpose(1, 2).flatten(0, 1)
-        out = self.autoencoder.decode_latents(frames) if exists(self.autoencoder) else \
-              ((F.pixel_shuffle(frames, self.config.patch) + 1) / 2).clamp(0, 1)
-        return out.unflatten(0, (b, f)).transpose(1, 2)
-
     def forward(self, x0: torch.Tensor, # `b C f h w` encoded clips (`encode_videos`)
                 classes=None, # `b` class names or ids
                 noise: torch.Tensor | None = None, t: torch.Tensor | None = None, null: torch.Tensor | None = None,
@@ -263,37 +243,68 @@ class VideoDiffusion(nn.Module):
         null = default(null, lambda: torch.rand(b, device=x0.device) < self.config.null_cond_prob)
         return self.diffusion(x0, noise, t, features=x0[:, :, 0], cond=self.class_ids(classes, b), null=null)
 
-    @torch.no_grad()
-    def sample(self, image: torch.Tensor, # `b 3 H W` first frames in [0, 1]
-               classes=None, # names or ids (one for all, or one per image)
-               steps: int | None = None, guidance: float | None = None, sampler: str = "ddim", eta: float | None = None,
-               generator: torch.Generator | None = None, num_frames: int | None = None, callback: Callable | None = None,
-               return_states: bool = False, # also return the sampled clip in the model's space
-               anchor: bool | None = None, # replace frame 0 by the given image (in the model's space) (default `config.anchor_first_frame`)
-              ):
-        "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the auto-encoder reconstructs it for 'ldm')."
-        c = self.config
-        if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
-        if image.ndim == 3: image = image[None]
-        s = self.image_size
-        check_shape(image, "b c h w", "image", c=3, h=s, w=s)
-        if not ((image >= 0) & (image <= 1)).all(): raise InputError("image values must be in [0, 1], without NaN or infinity.")
-        if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
-        cond = self.class_ids(classes, len(image))
-        guidance = check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
-        eta, steps = check_number(default(eta, c.eta), "eta", 0, 1), default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
-        z = self.encode_images(image.to(next(self.unet.parameters()).device))
-        unet = self.unet
-        def denoise(x, t, null):
-            k = len(x) // len(cond)
-            return unet(x, t, z.repeat(k, 1, 1, 1), cond.repeat(k), null)
-        shape = (len(image), c.unet.channels, default(num_frames, c.num_frames), *z.shape[-2:])
-        x = self.diffusion.sample(shape, guided_denoiser(denoise, guidance), sampler=sampler, steps=steps, eta=eta, generator=generator,
-                                  callback=callback, device=z.device)
-        if default(anchor, c.anchor_first_frame): x = torch.cat([z[:, :, None], x[:, :, 1:]], 2)
-        video = self.decode(x)
-        if not torch.isfinite(video).all(): raise InputError("Sampling gave NaN or infinite values: the weights are broken; use another checkpoint.")
-        return (video, x) if return_states else video
+# %% ../nbs/13_claims.ipynb #e0ef5136
+@patch
+@torch.no_grad()
+def encode_images(self: VideoDiffusion, images: torch.Tensor) -> torch.Tensor:
+    "Frames `b 3 H W` in [0, 1] → the model's space: pixels in [-1, 1] as patches (`b 3p² H/p W/p`), or scaled latents (`b c h w`)."
+    if exists(self.autoencoder): return self.autoencoder.latents(images)
+    return F.pixel_unshuffle(images * 2 - 1, self.config.patch)
+
+@patch
+@torch.no_grad()
+def encode_videos(self: VideoDiffusion, videos: torch.Tensor, # `b 3 f H W` float in [0, 1] (or uint8)
+                  batch_size: int = 256) -> torch.Tensor:
+    "Clips → what the model diffuses, `b C f h w`."
+    b, _, f = videos.shape[:3]
+    frames = videos.transpose(1, 2).flatten(0, 1)
+    out = torch.cat([self.encode_images(as_float_video(frames[i:i + batch_size]).to(next(self.unet.parameters()).device))
+                     for i in range(0, len(frames), batch_size)])
+    return out.unflatten(0, (b, f)).transpose(1, 2)
+
+@patch
+@torch.no_grad()
+def decode(self: VideoDiffusion, x: torch.Tensor) -> torch.Tensor:
+    "The model's space `b C f h w` → videos `b 3 f H W` in [0, 1]."
+    b, _, f = x.shape[:3]
+    frames = x.transpose(1, 2).flatten(0, 1)
+    out = self.autoencoder.decode_latents(frames) if exists(self.autoencoder) else \
+          ((F.pixel_shuffle(frames, self.config.patch) + 1) / 2).clamp(0, 1)
+    return out.unflatten(0, (b, f)).transpose(1, 2)
+
+# %% ../nbs/13_claims.ipynb #3475066f
+@patch
+@torch.no_grad()
+def sample(self: VideoDiffusion, image: torch.Tensor, # `b 3 H W` first frames in [0, 1]
+           classes=None, # names or ids (one for all, or one per image)
+           steps: int | None = None, guidance: float | None = None, sampler: str = "ddim", eta: float | None = None,
+           generator: torch.Generator | None = None, num_frames: int | None = None, callback: Callable | None = None,
+           return_states: bool = False, # also return the sampled clip in the model's space
+           anchor: bool | None = None, # replace frame 0 by the given image (in the model's space) (default `config.anchor_first_frame`)
+          ):
+    "Generate videos `b 3 f H W` in [0, 1] whose frame 0 is `image` (as the auto-encoder reconstructs it for 'ldm')."
+    c = self.config
+    if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
+    if image.ndim == 3: image = image[None]
+    s = self.image_size
+    check_shape(image, "b c h w", "image", c=3, h=s, w=s)
+    if not ((image >= 0) & (image <= 1)).all(): raise InputError("image values must be in [0, 1], without NaN or infinity.")
+    if classes is None: raise InputError(f"Say which class to generate: one of {', '.join(self.classes)}.")
+    cond = self.class_ids(classes, len(image))
+    guidance = check_number(default(guidance, c.guidance), "guidance", 0, MAX_GUIDANCE)
+    eta, steps = check_number(default(eta, c.eta), "eta", 0, 1), default(steps, c.sampling_steps if sampler == "ddim" else c.timesteps)
+    z = self.encode_images(image.to(next(self.unet.parameters()).device))
+    unet = self.unet
+    def denoise(x, t, null):
+        k = len(x) // len(cond)
+        return unet(x, t, z.repeat(k, 1, 1, 1), cond.repeat(k), null)
+    shape = (len(image), c.unet.channels, default(num_frames, c.num_frames), *z.shape[-2:])
+    x = self.diffusion.sample(shape, guided_denoiser(denoise, guidance), sampler=sampler, steps=steps, eta=eta, generator=generator,
+                              callback=callback, device=z.device)
+    if default(anchor, c.anchor_first_frame): x = torch.cat([z[:, :, None], x[:, :, 1:]], 2)
+    video = self.decode(x)
+    if not torch.isfinite(video).all(): raise InputError("Sampling gave NaN or infinite values: the weights are broken; use another checkpoint.")
+    return (video, x) if return_states else video
 
 # %% ../nbs/13_claims.ipynb #d2f12d82
 ARMS = ("lfdm", "vdm", "ldm", "klae", "lfdm_abs")   # the three generators, the LDM's image auto-encoder, and an ablation of LFDM
@@ -396,6 +407,43 @@ def _save_arm(path: Path, model: nn.Module, net: nn.Module, ema: nn.Module | Non
                                     train=getattr(ae, "train_state", None))            # its own run's steps and minutes
     return save_checkpoint(path, "claims", model.config, (ema if exists(ema) else net).state_dict(), **extra)
 
+# %% ../nbs/13_claims.ipynb #48cd7b7a
+def _resume_arm(ckpt_file: Path, arm: str, net: nn.Module, ema: nn.Module | None, opt, st: dict, resume: bool) -> None:
+    "Continue the run of `ckpt_file` if it exists: its weights, EMA and optimiser state loaded in place, its steps and seconds into `st`."
+    if not ckpt_file.exists(): return
+    if not resume: raise InputError(f"{ckpt_file} exists: pass resume=True to continue it, or choose another run folder.")
+    ck = load_checkpoint(ckpt_file, "claims")
+    if ck.get("arm") != arm: raise InputError(f"{ckpt_file} is a run of the {ck.get('arm')!r} arm, not of {arm!r}.")
+    tr = ck["train"]
+    _load_state(net, tr["model"], ckpt_file); opt.load_state_dict(tr["optimizer"])
+    if exists(ema): _load_state(ema, ck["state_dict"], ckpt_file)
+    st.update(step=tr["step"], seconds=tr["seconds"])
+    if st["threads"] != tr["threads"]:
+        warnings.warn(f"{ckpt_file} was trained with {tr['threads']} threads, this call uses {st['threads']}: "
+                      "the budget's steps per minute change.")
+
+def _arm_update(loss: torch.Tensor, opt, net: nn.Module, ema: nn.Module | None, hp: dict, step: int) -> None:
+    "One optimiser step on `loss` (gradients clipped where `hp` says), then the EMA update, its decay warmed up over the first steps."
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if hp["grad_clip"]: torch.nn.utils.clip_grad_norm_(net.parameters(), hp["grad_clip"])
+    opt.step()
+    if exists(ema):
+        d = min(hp["ema_decay"], (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()): pe.lerp_(p.detach(), 1 - d)
+
+def _log_arm_row(log_file: Path, st: dict, rows: list[dict]) -> dict:
+    "Append one row to log.csv: the mean of each loss over `rows` (the steps since the last row), the step, seconds and threads."
+    row = dict(step=st["step"], **{k: sum(r[k] for r in rows) / len(rows) for k in rows[0]},
+               seconds=round(st["seconds"], 2), threads=st["threads"])
+    new = not log_file.exists()
+    with full_disk_message(log_file, "the checkpoints saved so far are intact"), open(log_file, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new: w.writeheader()
+        w.writerow(row)
+    return row
+
 # %% ../nbs/13_claims.ipynb #585d1078
 def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is trained in place
               data: dict, # `arm_data(model, clips)`
@@ -424,17 +472,7 @@ def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is train
     st = dict(arm=arm, step=0, seconds=0.0, seed=seed, threads=torch.get_num_threads(), amp=resolve_amp(amp, device, warn=False),
               examples=n, batch_size=c.batch_size, params=sum(p.numel() for p in net.parameters()))
     ckpt_file = run / "checkpoint.pt"
-    if ckpt_file.exists():
-        if not resume: raise InputError(f"{ckpt_file} exists: pass resume=True to continue it, or choose another run folder.")
-        ck = load_checkpoint(ckpt_file, "claims")
-        if ck.get("arm") != arm: raise InputError(f"{ckpt_file} is a run of the {ck.get('arm')!r} arm, not of {arm!r}.")
-        tr = ck["train"]
-        _load_state(net, tr["model"], ckpt_file); opt.load_state_dict(tr["optimizer"])
-        if exists(ema): _load_state(ema, ck["state_dict"], ckpt_file)
-        st.update(step=tr["step"], seconds=tr["seconds"])
-        if st["threads"] != tr["threads"]:
-            warnings.warn(f"{ckpt_file} was trained with {tr['threads']} threads, this call uses {st['threads']}: "
-                          "the budget's steps per minute change.")
+    _resume_arm(ckpt_file, arm, net, ema, opt, st, resume)
     run.mkdir(parents=True, exist_ok=True)
     log_file, rows, losses = run / "log.csv", [], []
     _trim_log(log_file, st["step"])                                          # rows logged after the checkpoint are redone
@@ -448,25 +486,12 @@ def train_arm(model: nn.Module, # an arm (`arm_of`): its trainable part is train
             with torch.autocast(**autocast): out = arm_loss(model, data, batches(st["step"])[1], g)
             if not torch.isfinite(out["total"]).item():
                 raise FloatingPointError(f"The {arm} loss is not finite at step {st['step']}; the last checkpoint {ckpt_file} is intact.")
-            opt.zero_grad(set_to_none=True)
-            out["total"].backward()
-            if hp["grad_clip"]: torch.nn.utils.clip_grad_norm_(net.parameters(), hp["grad_clip"])
-            opt.step()
-            if exists(ema):
-                d = min(hp["ema_decay"], (1 + st["step"]) / (10 + st["step"]))
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), net.parameters()): pe.lerp_(p.detach(), 1 - d)
+            _arm_update(out["total"], opt, net, ema, hp, st["step"])
             st["step"] += 1
             st["seconds"] += time.perf_counter() - t0
             rows.append({k: float(v.detach()) for k, v in out.items()}); losses.append(rows[-1]["total"])
             if st["step"] % log_every == 0:
-                row = dict(step=st["step"], **{k: sum(r[k] for r in rows) / len(rows) for k in rows[0]},
-                           seconds=round(st["seconds"], 2), threads=st["threads"])
-                new = not log_file.exists()
-                with full_disk_message(log_file, "the checkpoints saved so far are intact"), open(log_file, "a", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(row))
-                    if new: w.writeheader()
-                    w.writerow(row)
+                row = _log_arm_row(log_file, st, rows)
                 rows = []
                 if progress: print(f"{arm} step {st['step']}: loss {row['total']:.4f}, {st['seconds'] / 60:.1f} of {minutes:g} min", flush=True)
             if time.perf_counter() - last_save > save_minutes * 60:
@@ -700,9 +725,9 @@ def merge_comparisons(folders: Sequence[str | Path]) -> dict:
         if other.get("train_autoencoder"): base["train_autoencoder"] = other["train_autoencoder"]
     return base
 
-# %% ../nbs/13_claims.ipynb #fb0c6b24
-def main(argv: list[str] | None = None) -> int:
-    "`python -m lfdm.claims train ...` / `eval ...`: the commands of 13_claims' slow cells."
+# %% ../nbs/13_claims.ipynb #df7c799e
+def _claims_parser() -> argparse.ArgumentParser:
+    "The command line of `main`: the sub-commands train, eval, domain-data, merge and cost."
     p = argparse.ArgumentParser(prog="python -m lfdm.claims", description="Train and compare LFDM, VDM and LDM for the same wall-clock time.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one arm for a wall-clock budget (resumes the run folder if it holds a checkpoint)")
@@ -742,23 +767,90 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--steps", type=int, default=25)
     k.add_argument("--batch", type=int, default=1)
     k.add_argument("--repeats", type=int, default=1)
-    a = p.parse_args(argv)
+    return p
+
+# %% ../nbs/13_claims.ipynb #0aad79cf
+def _train_command(a: argparse.Namespace) -> int:
+    "`train`: build the arm, prepare its data (or read it from --data-cache), and train it for the budget."
+    if a.arm in LFDM_ARMS and a.data_cache is None: print("note: the LFAE's flows of the clips are encoded anew (pass --data-cache to keep them)")
+    model = build_arm(a.arm, a.seed, a.lfae, a.autoencoder)
+    cache = Path(a.data_cache) if a.data_cache else None
+    if exists(cache) and cache.is_file():
+        data = check_arm_data(load_checkpoint_data(cache), a.arm, cache)
+    else:
+        t0 = time.perf_counter()
+        data = arm_data(model, training_clips(a.clips, progress=False))
+        print(f"prepared the {a.arm} data in {time.perf_counter() - t0:.0f} s")
+        if exists(cache):
+            with atomic_write(cache) as tmp: torch.save(data, tmp)
+    r = train_arm(model, data, a.run, a.minutes, seed=a.seed, progress=True)
+    print(f"{a.arm}: {r['step']} steps in {r['seconds'] / 60:.1f} min on {r['threads']} thread(s); checkpoint {r['checkpoint']}")
+    return 130 if r["interrupted"] else 0
+
+def _merge_command(a: argparse.Namespace) -> int:
+    "`merge`: one table from several eval folders, and side-by-side GIFs per class of all their clips."
+    res = merge_comparisons(a.folders)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips, labels = {}, None
+    for folder in a.folders:
+        part = torch.load(Path(folder) / "clips.pt", weights_only=True)
+        clips.update({k: v for k, v in part["clips"].items() if k not in clips}); labels = part["labels"]
+    order = ["real"] + [k for k in res["rows"] if k != "real"]
+    res["gif_rows"] = order
+    write_class_gifs(out / "gifs", [clips[k] for k in order], labels, ACTIONS)
+    with atomic_write(out / "comparison.json") as tmp: tmp.write_text(json.dumps(jsonable(res), indent=1))
+    with atomic_write(out / "comparison.md") as tmp: tmp.write_text(format_comparison(res) + "\n")
+    print(format_comparison(res)); print(f"GIF rows, top to bottom: {', '.join(order)}")
+    return 0
+
+# %% ../nbs/13_claims.ipynb #e1d5f72b
+def _eval_command(a: argparse.Namespace) -> int:
+    "`eval`: load the named checkpoints, score them side by side (`compare`), and write comparison.json, .md and clips.pt."
+    models = {}
+    for item in a.checkpoints:
+        name, _, path = item.partition("=")
+        if not path: raise InputError(f"Give each checkpoint as NAME=PATH, got {item!r}.")
+        models[name] = load_lfdm(bundled_checkpoint()) if path == "bundled" else load_arm(path)
+        if isinstance(models[name], LFDM): models[name].config.keep_flow_in_frame = True   # the bundled sampling (08_lfdm)
+    for name in a.no_anchor:
+        if not isinstance(models.get(name), LFDM): raise InputError(f"--no-anchor {name}: no LFDM of that name among {', '.join(models)}.")
+        models[name].config.anchor_first_frame = False
+    if a.domain not in DOMAINS: raise InputError(f"Unknown domain {a.domain!r}; known: {', '.join(DOMAINS)}.")
+    for item in a.decoder:
+        name, _, path = item.partition("=")
+        if not isinstance(models.get(name), LFDM): raise InputError(f"--decoder {item}: give it as NAME=LFAE for an LFDM among {', '.join(models)}.")
+        models[name] = with_decoder(models[name], path)
+    lfdms = {k: m for k, m in models.items() if isinstance(m, LFDM)}
+    recon = {f"LFAE reconstruction ({k})": m for k, m in lfdms.items()} if a.decoder else next(iter(lfdms.values()), None)
+    res = compare(models, a.clips_per_class, a.steps, a.guidance, a.eta, seed=a.seed, data_seed=a.data_seed,
+                  reconstruction=recon, source_cls=DOMAINS[a.domain])
+    res["domain"] = a.domain
+    if a.decoder or a.domain != "procedural":                   # claim 4: stage one in the new domain and in the old one
+        res["stage1"] = dict(clips=32, **{d: jsonable(domain_stage1(lfdms, DOMAINS[d], 32, data_seed=a.data_seed))
+                                           for d in dict.fromkeys((a.domain, "procedural"))})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = {k: v for k, v in res.items() if k not in ("clips", "labels")}
+    table["train"] = {k: getattr(m, "train_state", None) for k, m in models.items()}
+    for m in models.values():
+        if getattr(m, "autoencoder", None) is not None: table["train_autoencoder"] = getattr(m.autoencoder, "train_state", None)
+    with atomic_write(out / "comparison.json") as tmp: tmp.write_text(json.dumps(jsonable(table), indent=1))
+    with atomic_write(out / "comparison.md") as tmp: tmp.write_text(format_comparison(res) + "\n")
+    with atomic_write(out / "clips.pt") as tmp:
+        torch.save(dict(clips={k: (v * 255).round().to(torch.uint8) for k, v in res["clips"].items()}, labels=res["labels"]), tmp)
+    print(format_comparison(res))
+    if "stage1" in res:
+        with atomic_write(out / "domain.md") as tmp: tmp.write_text(format_domain(res, list(lfdms)) + "\n")
+        print(format_domain(res, list(lfdms)))
+    return 0
+
+# %% ../nbs/13_claims.ipynb #fb0c6b24
+def main(argv: list[str] | None = None) -> int:
+    "`python -m lfdm.claims train ...` / `eval ...`: the commands of 13_claims' slow cells."
+    a = _claims_parser().parse_args(argv)
     try:
-        if a.command == "train":
-            if a.arm in LFDM_ARMS and a.data_cache is None: print("note: the LFAE's flows of the clips are encoded anew (pass --data-cache to keep them)")
-            model = build_arm(a.arm, a.seed, a.lfae, a.autoencoder)
-            cache = Path(a.data_cache) if a.data_cache else None
-            if exists(cache) and cache.is_file():
-                data = check_arm_data(load_checkpoint_data(cache), a.arm, cache)
-            else:
-                t0 = time.perf_counter()
-                data = arm_data(model, training_clips(a.clips, progress=False))
-                print(f"prepared the {a.arm} data in {time.perf_counter() - t0:.0f} s")
-                if exists(cache):
-                    with atomic_write(cache) as tmp: torch.save(data, tmp)
-            r = train_arm(model, data, a.run, a.minutes, seed=a.seed, progress=True)
-            print(f"{a.arm}: {r['step']} steps in {r['seconds'] / 60:.1f} min on {r['threads']} thread(s); checkpoint {r['checkpoint']}")
-            return 130 if r["interrupted"] else 0
+        if a.command == "train": return _train_command(a)
         if a.command == "cost":
             print(json.dumps(measure_cost(a.model, a.steps, a.batch, repeats=a.repeats)))
             return 0
@@ -766,58 +858,8 @@ def main(argv: list[str] | None = None) -> int:
             out = write_domain_clips(a.out, a.domain, a.clips, a.split, a.seed)
             print(f"wrote {a.clips} {a.domain} clips ({a.split} split) to {out / a.domain}")
             return 0
-        if a.command == "merge":
-            res = merge_comparisons(a.folders)
-            out = Path(a.out)
-            out.mkdir(parents=True, exist_ok=True)
-            clips, labels = {}, None
-            for folder in a.folders:
-                part = torch.load(Path(folder) / "clips.pt", weights_only=True)
-                clips.update({k: v for k, v in part["clips"].items() if k not in clips}); labels = part["labels"]
-            order = ["real"] + [k for k in res["rows"] if k != "real"]
-            res["gif_rows"] = order
-            write_class_gifs(out / "gifs", [clips[k] for k in order], labels, ACTIONS)
-            with atomic_write(out / "comparison.json") as tmp: tmp.write_text(json.dumps(jsonable(res), indent=1))
-            with atomic_write(out / "comparison.md") as tmp: tmp.write_text(format_comparison(res) + "\n")
-            print(format_comparison(res)); print(f"GIF rows, top to bottom: {', '.join(order)}")
-            return 0
-        models = {}
-        for item in a.checkpoints:
-            name, _, path = item.partition("=")
-            if not path: raise InputError(f"Give each checkpoint as NAME=PATH, got {item!r}.")
-            models[name] = load_lfdm(bundled_checkpoint()) if path == "bundled" else load_arm(path)
-            if isinstance(models[name], LFDM): models[name].config.keep_flow_in_frame = True   # the bundled sampling (08_lfdm)
-        for name in a.no_anchor:
-            if not isinstance(models.get(name), LFDM): raise InputError(f"--no-anchor {name}: no LFDM of that name among {', '.join(models)}.")
-            models[name].config.anchor_first_frame = False
-        if a.domain not in DOMAINS: raise InputError(f"Unknown domain {a.domain!r}; known: {', '.join(DOMAINS)}.")
-        for item in a.decoder:
-            name, _, path = item.partition("=")
-            if not isinstance(models.get(name), LFDM): raise InputError(f"--decoder {item}: give it as NAME=LFAE for an LFDM among {', '.join(models)}.")
-            models[name] = with_decoder(models[name], path)
-        lfdms = {k: m for k, m in models.items() if isinstance(m, LFDM)}
-        recon = {f"LFAE reconstruction ({k})": m for k, m in lfdms.items()} if a.decoder else next(iter(lfdms.values()), None)
-        res = compare(models, a.clips_per_class, a.steps, a.guidance, a.eta, seed=a.seed, data_seed=a.data_seed,
-                      reconstruction=recon, source_cls=DOMAINS[a.domain])
-        res["domain"] = a.domain
-        if a.decoder or a.domain != "procedural":                   # claim 4: stage one in the new domain and in the old one
-            res["stage1"] = dict(clips=32, **{d: jsonable(domain_stage1(lfdms, DOMAINS[d], 32, data_seed=a.data_seed))
-                                               for d in dict.fromkeys((a.domain, "procedural"))})
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        table = {k: v for k, v in res.items() if k not in ("clips", "labels")}
-        table["train"] = {k: getattr(m, "train_state", None) for k, m in models.items()}
-        for m in models.values():
-            if getattr(m, "autoencoder", None) is not None: table["train_autoencoder"] = getattr(m.autoencoder, "train_state", None)
-        with atomic_write(out / "comparison.json") as tmp: tmp.write_text(json.dumps(jsonable(table), indent=1))
-        with atomic_write(out / "comparison.md") as tmp: tmp.write_text(format_comparison(res) + "\n")
-        with atomic_write(out / "clips.pt") as tmp:
-            torch.save(dict(clips={k: (v * 255).round().to(torch.uint8) for k, v in res["clips"].items()}, labels=res["labels"]), tmp)
-        print(format_comparison(res))
-        if "stage1" in res:
-            with atomic_write(out / "domain.md") as tmp: tmp.write_text(format_domain(res, list(lfdms)) + "\n")
-            print(format_domain(res, list(lfdms)))
-        return 0
+        if a.command == "merge": return _merge_command(a)
+        return _eval_command(a)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

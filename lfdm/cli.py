@@ -108,10 +108,9 @@ def demo(out: str | Path = "outputs/demo.gif", # output file (.gif or .mp4)
     image, real = demo_files(action)
     return sample(image, action, out, steps=steps, seed=seed, fps=fps, panel=True, beside=real)
 
-# %% ../nbs/11_cli.ipynb #47b22fbf
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lfdm", description="Latent Flow Diffusion Models: conditional image-to-video generation.")
-    sub = p.add_subparsers(dest="command", metavar="command")
+# %% ../nbs/11_cli.ipynb #9629a845
+def _add_generate_commands(sub):
+    "The sub-commands that make a video: `demo`, `animate` and `sample`."
     d = sub.add_parser("demo", help="generate a demo video with the bundled tiny models (real | generated | flow | occlusion)",
                        description="Generate a video with the bundled tiny models from the first frame of a bundled held-out clip, "
                                    "shown between that real clip and the generated flow (colour wheel: hue = direction, saturation = "
@@ -151,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=float, default=8.0, help="frames per second (default: %(default)s)")
     s.add_argument("--panel", action="store_true", help="write frames | flow | occlusion side by side")
     s.add_argument("--device", default=None, help="cpu, cuda, mps (default: $LFDM_DEVICE, else the best available)")
+
+# %% ../nbs/11_cli.ipynb #b0ddcce3
+def _add_train_commands(sub):
+    "The sub-commands that make data and train: `make-dataset`, `train-lfae`, `train-dm` and `finetune-decoder`."
     m = sub.add_parser("make-dataset", help="render the procedural dataset to a folder of videos",
                        description="Render clips of the procedural action dataset as <out>/<class>/<clip>.gif plus clips.csv "
                                    "(path, label, subject), the layout that --set data.dataset=FOLDER reads.")
@@ -190,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "finetune-decoder":
             t.add_argument("--data", default=None, help="folder of the new domain's videos (same as --set data.dataset=FOLDER)")
         t.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to RUN/log.csv)")
+
+# %% ../nbs/11_cli.ipynb #8039ac08
+def _add_eval_commands(sub):
+    "The sub-commands that score and convert checkpoints: `eval` and `convert-official`."
     e = sub.add_parser("eval", help="score an LFDM checkpoint: classifier FVD, KID, accuracy, identity, stage one (JSON + Markdown)",
                        description="Generate clips from held-out first frames of the procedural test split with an LFDM checkpoint and "
                                    "score them against real clips with the bundled motion classifier (see 10_eval): classifier FVD, "
@@ -226,6 +233,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--half", action="store_true", help="store float16 weights")
     c.add_argument("--image-size", type=int, default=128, help="frame size the LFAE was trained at; the weights do not say (default: MUG's %(default)s)")
     c.add_argument("--num-frames", type=int, default=40, help="frames per generated clip; the weights do not say (default: MUG's %(default)s)")
+
+# %% ../nbs/11_cli.ipynb #47b22fbf
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lfdm", description="Latent Flow Diffusion Models: conditional image-to-video generation.")
+    sub = p.add_subparsers(dest="command", metavar="command")
+    _add_generate_commands(sub)
+    _add_train_commands(sub)
+    _add_eval_commands(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #8a58e301

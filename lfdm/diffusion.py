@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from fastcore.basics import patch
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
@@ -221,21 +222,6 @@ class Diffusion(nn.Module):
         if self.objective == "x0": return x0                                                                      # y = x₀
         return self._e("sqrt_alphas_cumprod", t, x0) * noise - self._e("sqrt_one_minus_alphas_cumprod", t, x0) * x0   # y = v (4)
 
-    def predict(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor, threshold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        "Network output → (eps_hat, x0_hat), thresholding x0_hat if configured and `threshold`."
-        if self.objective == "eps":
-            eps = out                                                                                          # ε̂ = o_θ
-            x0 = self._e("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self._e("sqrt_recipm1_alphas_cumprod", t, x_t) * eps   # x̂₀ (3)
-        elif self.objective == "x0":
-            x0 = out                                                                                           # x̂₀ = o_θ
-        else:
-            x0 = self._e("sqrt_alphas_cumprod", t, x_t) * x_t - self._e("sqrt_one_minus_alphas_cumprod", t, x_t) * out   # x̂₀ from v̂ (4)
-        if threshold and self.thresholding == "dynamic": x0 = dynamic_threshold(x0, self.threshold_percentile)
-        elif threshold and self.thresholding == "static": x0 = x0.clamp(-1, 1)
-        if self.objective != "eps" or (threshold and exists(self.thresholding)):     # keep eps consistent with the x0 we use
-            eps = (x_t - self._e("sqrt_alphas_cumprod", t, x_t) * x0) / self._e("sqrt_one_minus_alphas_cumprod", t, x_t)   # ε̂ from (2)
-        return eps, x0
-
     def forward(self, x0: torch.Tensor, # clean data `b ...`
                 noise: torch.Tensor | None = None, # epsilon (drawn if None)
                 t: torch.Tensor | None = None, # timesteps `(b,)` (uniform if None)
@@ -251,13 +237,32 @@ class Diffusion(nn.Module):
         per_sample = (out.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)
         return (self.loss_weights(t).to(per_sample) * per_sample).mean()                          # (5) with min-SNR-γ weights (5b)
 
-    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
-        "Per-sample loss weights `(b,)` at timesteps `t`: ones, or min(SNR, γ) over what this objective's MSE already weighs by (5b)."
-        if self.loss_weighting is None: return torch.ones(len(t), device=t.device)
-        abar = self.schedule.alphas_cumprod.to(t.device)[t]
-        snr = abar / (1 - abar)                                                                   # SNR(t)
-        scale = dict(eps=snr, v=snr + 1, x0=torch.ones_like(snr))[self.objective]
-        return snr.clamp(max=self.snr_gamma) / scale
+# %% ../nbs/06_diffusion.ipynb #5fa4c484
+@patch
+def predict(self: Diffusion, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor, threshold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    "Network output → (eps_hat, x0_hat), thresholding x0_hat if configured and `threshold`."
+    if self.objective == "eps":
+        eps = out                                                                                          # ε̂ = o_θ
+        x0 = self._e("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self._e("sqrt_recipm1_alphas_cumprod", t, x_t) * eps   # x̂₀ (3)
+    elif self.objective == "x0":
+        x0 = out                                                                                           # x̂₀ = o_θ
+    else:
+        x0 = self._e("sqrt_alphas_cumprod", t, x_t) * x_t - self._e("sqrt_one_minus_alphas_cumprod", t, x_t) * out   # x̂₀ from v̂ (4)
+    if threshold and self.thresholding == "dynamic": x0 = dynamic_threshold(x0, self.threshold_percentile)
+    elif threshold and self.thresholding == "static": x0 = x0.clamp(-1, 1)
+    if self.objective != "eps" or (threshold and exists(self.thresholding)):     # keep eps consistent with the x0 we use
+        eps = (x_t - self._e("sqrt_alphas_cumprod", t, x_t) * x0) / self._e("sqrt_one_minus_alphas_cumprod", t, x_t)   # ε̂ from (2)
+    return eps, x0
+
+# %% ../nbs/06_diffusion.ipynb #d2c4763e
+@patch
+def loss_weights(self: Diffusion, t: torch.Tensor) -> torch.Tensor:
+    "Per-sample loss weights `(b,)` at timesteps `t`: ones, or min(SNR, γ) over what this objective's MSE already weighs by (5b)."
+    if self.loss_weighting is None: return torch.ones(len(t), device=t.device)
+    abar = self.schedule.alphas_cumprod.to(t.device)[t]
+    snr = abar / (1 - abar)                                                                   # SNR(t)
+    scale = dict(eps=snr, v=snr + 1, x0=torch.ones_like(snr))[self.objective]
+    return snr.clamp(max=self.snr_gamma) / scale
 
 # %% ../nbs/06_diffusion.ipynb #02d64ce7
 def ddim_timesteps(timesteps: int, # T
@@ -279,64 +284,64 @@ def _check_shape_arg(shape) -> tuple:
     if len(shape) < 2 or min(shape) < 1: raise InputError(f"shape must have a batch axis and positive sizes, got {shape}.")
     return shape
 
-# %% ../nbs/06_diffusion.ipynb #88aaf616
-class _Sampling:
-    "Sampling methods of `Diffusion` (a mixin, kept in its own cell to follow the maths above)."
-    @torch.no_grad()
-    def ddpm_step(self, x_t: torch.Tensor, t: int, denoise: Callable, generator=None):
-        "One ancestral step x_t → x_{t-1} (8). Returns (x_{t-1}, x0_hat)."
-        tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
-        _, x0 = self.predict(x_t, tt, denoise(x_t, tt))                                               # x̂₀ (3)/(4)
-        mean = self._e("posterior_mean_coef1", tt, x_t) * x0 + self._e("posterior_mean_coef2", tt, x_t) * x_t   # μ̃_t (7)
-        if t == 0: return mean, x0                                                                      # last step: no noise
-        return mean + (0.5 * self._e("posterior_log_variance_clipped", tt, x_t)).exp() * _randn(x_t.shape, generator, x_t), x0   # + √β̃_t z (8)
+# %% ../nbs/06_diffusion.ipynb #91bd2d02
+@patch
+@torch.no_grad()
+def ddpm_step(self: Diffusion, x_t: torch.Tensor, t: int, denoise: Callable, generator=None):
+    "One ancestral step x_t → x_{t-1} (8). Returns (x_{t-1}, x0_hat)."
+    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
+    _, x0 = self.predict(x_t, tt, denoise(x_t, tt))                                               # x̂₀ (3)/(4)
+    mean = self._e("posterior_mean_coef1", tt, x_t) * x0 + self._e("posterior_mean_coef2", tt, x_t) * x_t   # μ̃_t (7)
+    if t == 0: return mean, x0                                                                      # last step: no noise
+    return mean + (0.5 * self._e("posterior_log_variance_clipped", tt, x_t)).exp() * _randn(x_t.shape, generator, x_t), x0   # + √β̃_t z (8)
 
-    @torch.no_grad()
-    def ddim_step(self, x_t: torch.Tensor, t: int, t_prev: int, denoise: Callable, eta: float = 0.0, generator=None):
-        "One DDIM step x_t → x_{t_prev} (9); t_prev = -1 means 'to x0'. Returns (x_{t_prev}, x0_hat)."
-        tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
-        eps, x0 = self.predict(x_t, tt, denoise(x_t, tt))                                           # ε̂, x̂₀
-        abar = self.schedule.alphas_cumprod[t]                                                        # ᾱ_t
-        abar_prev = self.schedule.alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)   # ᾱ_t'
-        sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()                   # σ of (9)
-        c_eps = (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt()                                      # √(1 - ᾱ_t' - σ²)
-        x = abar_prev.sqrt().item() * x0 + c_eps.item() * eps                                          # (9) without σz
-        if sigma > 0: x = x + sigma.item() * _randn(x_t.shape, generator, x_t)                         # + σz
-        return x, x0
+@patch
+@torch.no_grad()
+def ddim_step(self: Diffusion, x_t: torch.Tensor, t: int, t_prev: int, denoise: Callable, eta: float = 0.0, generator=None):
+    "One DDIM step x_t → x_{t_prev} (9); t_prev = -1 means 'to x0'. Returns (x_{t_prev}, x0_hat)."
+    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
+    eps, x0 = self.predict(x_t, tt, denoise(x_t, tt))                                           # ε̂, x̂₀
+    abar = self.schedule.alphas_cumprod[t]                                                        # ᾱ_t
+    abar_prev = self.schedule.alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)   # ᾱ_t'
+    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()                   # σ of (9)
+    c_eps = (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt()                                      # √(1 - ᾱ_t' - σ²)
+    x = abar_prev.sqrt().item() * x0 + c_eps.item() * eps                                          # (9) without σz
+    if sigma > 0: x = x + sigma.item() * _randn(x_t.shape, generator, x_t)                         # + σz
+    return x, x0
 
-    @torch.no_grad()
-    def sample(self, shape: tuple, # output shape `b ...`
-               denoise: Callable | None = None, # `(x_t, t) -> output`; default: `denoise_fn` with `**cond`
-               sampler: str = "ddpm", # 'ddpm' (T steps) or 'ddim'
-               steps: int | None = None, # DDIM steps (default T)
-               eta: float = 0.0, # DDIM eta: 0 deterministic, 1 DDPM-like
-               generator: torch.Generator | None = None, # CPU generator for x_T and the step noise
-               x_T: torch.Tensor | None = None, # the starting noise (drawn if None)
-               callback: Callable | None = None, # called as callback(i, t, x_t, x0_hat) after each step
-               device: torch.device | str | None = None, # where to sample (default: where the denoiser's parameters are)
-               **cond, # passed to `denoise_fn`
-              ) -> torch.Tensor:
-        "Draw samples `shape` by DDPM or DDIM. Returns x_0 (not clamped)."
-        shape = _check_shape_arg(shape)
-        if sampler not in ("ddpm", "ddim"): raise InputError(f"Unknown sampler {sampler!r}; choose 'ddpm' or 'ddim'.")
-        if sampler == "ddpm" and steps not in (None, self.num_timesteps):
-            raise InputError(f"DDPM always takes all {self.num_timesteps} steps; use sampler='ddim' for {steps} steps.")
-        if not 0 <= eta <= 1: raise InputError(f"eta must be in [0, 1], got {eta}.")
-        if device is None:
-            p = next(iter(self.denoise_fn.parameters()), None)
-            device = p.device if exists(p) else "cpu"
-        denoise = default(denoise, lambda: (lambda x, t: self.denoise_fn(x, t, **cond)))
-        x = _randn(shape, generator, torch.empty(0, device=device)) if x_T is None else x_T.to(device)
-        if x.shape != shape: raise InputError(f"x_T has shape {tuple(x.shape)}, expected {shape}.")
-        ts = ddim_timesteps(self.num_timesteps, default(steps, self.num_timesteps)).tolist()
-        for i, t in enumerate(ts):
-            check_interrupt()                               # a Ctrl-C that Python swallowed still stops here (00_core)
-            if sampler == "ddpm": x, x0 = self.ddpm_step(x, t, denoise, generator)
-            else: x, x0 = self.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, denoise, eta, generator)
-            if exists(callback): callback(i, t, x, x0)
-        return x
-
-for _name in ("ddpm_step", "ddim_step", "sample"): setattr(Diffusion, _name, getattr(_Sampling, _name))
+# %% ../nbs/06_diffusion.ipynb #6de4c75e
+@patch
+@torch.no_grad()
+def sample(self: Diffusion, shape: tuple, # output shape `b ...`
+           denoise: Callable | None = None, # `(x_t, t) -> output`; default: `denoise_fn` with `**cond`
+           sampler: str = "ddpm", # 'ddpm' (T steps) or 'ddim'
+           steps: int | None = None, # DDIM steps (default T)
+           eta: float = 0.0, # DDIM eta: 0 deterministic, 1 DDPM-like
+           generator: torch.Generator | None = None, # CPU generator for x_T and the step noise
+           x_T: torch.Tensor | None = None, # the starting noise (drawn if None)
+           callback: Callable | None = None, # called as callback(i, t, x_t, x0_hat) after each step
+           device: torch.device | str | None = None, # where to sample (default: where the denoiser's parameters are)
+           **cond, # passed to `denoise_fn`
+          ) -> torch.Tensor:
+    "Draw samples `shape` by DDPM or DDIM. Returns x_0 (not clamped)."
+    shape = _check_shape_arg(shape)
+    if sampler not in ("ddpm", "ddim"): raise InputError(f"Unknown sampler {sampler!r}; choose 'ddpm' or 'ddim'.")
+    if sampler == "ddpm" and steps not in (None, self.num_timesteps):
+        raise InputError(f"DDPM always takes all {self.num_timesteps} steps; use sampler='ddim' for {steps} steps.")
+    if not 0 <= eta <= 1: raise InputError(f"eta must be in [0, 1], got {eta}.")
+    if device is None:
+        p = next(iter(self.denoise_fn.parameters()), None)
+        device = p.device if exists(p) else "cpu"
+    denoise = default(denoise, lambda: (lambda x, t: self.denoise_fn(x, t, **cond)))
+    x = _randn(shape, generator, torch.empty(0, device=device)) if x_T is None else x_T.to(device)
+    if x.shape != shape: raise InputError(f"x_T has shape {tuple(x.shape)}, expected {shape}.")
+    ts = ddim_timesteps(self.num_timesteps, default(steps, self.num_timesteps)).tolist()
+    for i, t in enumerate(ts):
+        check_interrupt()                               # a Ctrl-C that Python swallowed still stops here (00_core)
+        if sampler == "ddpm": x, x0 = self.ddpm_step(x, t, denoise, generator)
+        else: x, x0 = self.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, denoise, eta, generator)
+        if exists(callback): callback(i, t, x, x0)
+    return x
 
 # %% ../nbs/06_diffusion.ipynb #4e1c1526
 def gmm_eps(x: torch.Tensor, # x_t `b d`

@@ -12,7 +12,7 @@ import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -648,6 +648,82 @@ def jsonable(x):
     if isinstance(x, np.integer): return int(x)
     return x
 
+# %% ../nbs/10_eval.ipynb #c5e5603e
+def _eval_counts(n_per_class, steps, stage1_clips, data_seed) -> tuple:
+    "`evaluate`'s counts, checked before any work (numpy integers too), as ints: n_per_class, stage1_clips, steps (None: the model's), data_seed."
+    for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0),
+                        ("data_seed", data_seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:                   # numpy ints too; before any work
+            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
+    return int(n_per_class), int(stage1_clips), None if steps is None else int(steps), int(data_seed)
+
+def _eval_models(checkpoint, classifier, i3d, device: torch.device) -> tuple:
+    """The model of `evaluate` (its name and the file's SHA-256), the motion classifier (and its name) and the I3D network, on `device`;
+    refused where the classifier does not judge the model's classes, frame count or size."""
+    if isinstance(checkpoint, LFDM): model, name, ident = checkpoint.to(device).eval(), "(model in memory)", None
+    else:
+        path = Path(default(checkpoint, bundled_checkpoint))
+        model, name, ident = load_lfdm(path, device), str(path), checkpoint_sha256(path)
+    clf = classifier if isinstance(classifier, MotionClassifier) else load_motion_classifier(classifier, device)
+    clf = clf.to(device).eval()
+    net = load_i3d(i3d, device) if exists(i3d) else None                       # a bad I3D file fails now, not after the sampling
+    clf_name = "(model in memory)" if isinstance(classifier, MotionClassifier) else str(default(classifier, f"data_samples/{CLASSIFIER_FILE}"))
+    if tuple(model.classes) != tuple(clf.config.classes):
+        raise InputError(f"The evaluation runs on the procedural actions ({', '.join(clf.config.classes)}); this model's classes are "
+                         f"{', '.join(model.classes)}.")
+    size, frames = model.lfae.config.image_size, model.config.num_frames
+    if (size, frames) != (clf.config.image_size, clf.config.num_frames):
+        raise InputError(f"The motion classifier judges {clf.config.num_frames}-frame clips at {clf.config.image_size}²; this model makes "
+                         f"{frames}-frame clips at {size}².")
+    return model, name, ident, clf, clf_name, net
+
+# %% ../nbs/10_eval.ipynb #dfe72d6f
+def _ceiling_sets(model: LFDM, real: dict, size: int, frames: int, reconstruction: bool, ladder: bool, batch_size: int, data_seed: int,
+                  say: Callable) -> dict:
+    "The rows `evaluate` puts beside the generated clips: the LFAE's reconstructions of the real clips and the exact-flow ceilings, each `(videos, states)`."
+    sets = {}
+    if reconstruction:
+        t0 = time.perf_counter()
+        sets["reconstructed"] = reconstruct_clips(model, real["video"], batch_size)
+        say(f"  reconstructed the real clips in {time.perf_counter() - t0:.0f} s")
+    if ladder:
+        t0 = time.perf_counter()
+        source = ProceduralActions(num_clips=int(real["index"].max()) + 1, size=size, split="test", seed=data_seed, actions=model.classes)
+        for key, v in exact_flow_clips(source, real["index"].tolist(), model.lfae.config.latent_size, frames).items(): sets[key] = (v, None)
+        say(f"  exact-flow ceilings in {time.perf_counter() - t0:.0f} s")
+    return sets
+
+def _score_sets(sets: dict, clf: MotionClassifier, reference: dict, real: dict, images: torch.Tensor, own_first: torch.Tensor,
+                model: LFDM, seed: int) -> dict:
+    "Each set's scores against the reference (`_set_scores`), with identity for the generated and the reconstructed clips."
+    scores_of = {}
+    for key, (v, s) in sets.items():
+        feats, logits = classify(clf, v)
+        scores = _set_scores(reference, feats, logits, real["label"], real["appearance"], seed)
+        if key in ("generated", "reconstructed"):
+            scores["identity"] = {k: mean_std(x.tolist()) for k, x in identity_metrics(v, images, s).items()}
+        if key == "generated":                         # the DM's own frame 0 (anchoring off): frame 0 above is the LFAE's if anchored
+            scores["identity"].update(psnr_first_own=mean_std(psnr(own_first, images).tolist()),
+                                      ssim_first_own=mean_std(ssim(own_first, images).tolist()))
+            scores["anchored"] = bool(model.config.anchor_first_frame)
+        scores_of[key] = scores
+    return scores_of
+
+def _i3d_fvds(net, reference: dict, sets: dict, say: Callable) -> dict:
+    "Real FVD of each set: the Fréchet distance of its I3D features to the reference set's."
+    t0 = time.perf_counter()
+    i3d_ref = i3d_features(net, reference["video"])
+    fvds = {k: frechet_distance(i3d_ref, i3d_features(net, v)) for k, (v, _) in sets.items()}
+    say(f"  I3D FVD in {time.perf_counter() - t0:.0f} s")
+    return fvds
+
+def _write_metrics(result: dict, out_dir: Path, gif_rows: list | None, labels: torch.Tensor, classes) -> None:
+    "Write metrics.json and metrics.md (each atomically) and, given `gif_rows`, one GIF per class, listed in `result['gifs']`."
+    with atomic_write(out_dir / "metrics.json") as tmp: tmp.write_text(json.dumps(jsonable(result), indent=1), encoding="utf-8")
+    with atomic_write(out_dir / "metrics.md") as tmp: tmp.write_text(format_metrics(result) + "\n", encoding="utf-8")
+    if gif_rows is not None:
+        result["gifs"] = [str(p) for p in write_class_gifs(out_dir / "gifs", gif_rows, labels, classes)]
+
 # %% ../nbs/10_eval.ipynb #46062628
 def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (or a loaded model); None: the bundled tiny model
              out_dir: str | Path = "outputs/eval", # where metrics.json and metrics.md go
@@ -670,27 +746,11 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
             ) -> dict:
     "Evaluate an LFDM on held-out procedural clips; write `metrics.json` and `metrics.md` to `out_dir`; return the metrics."
     t_start = time.perf_counter()
-    for name, v, lo in (("n_per_class", n_per_class, 1), ("steps", 1 if steps is None else steps, 1), ("stage1_clips", stage1_clips, 0),
-                        ("data_seed", data_seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:                   # numpy ints too; before any work
-            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}.")
-    n_per_class, stage1_clips, steps, data_seed = int(n_per_class), int(stage1_clips), None if steps is None else int(steps), int(data_seed)
+    n_per_class, stage1_clips, steps, data_seed = _eval_counts(n_per_class, steps, stage1_clips, data_seed)
     say = print if log else (lambda *a, **k: None)
     device = get_device(device)
-    if isinstance(checkpoint, LFDM): model, name, ident = checkpoint.to(device).eval(), "(model in memory)", None
-    else:
-        path = Path(default(checkpoint, bundled_checkpoint))
-        model, name, ident = load_lfdm(path, device), str(path), checkpoint_sha256(path)
-    clf = classifier if isinstance(classifier, MotionClassifier) else load_motion_classifier(classifier, device)
-    clf = clf.to(device).eval()
-    net = load_i3d(i3d, device) if exists(i3d) else None                       # a bad I3D file fails now, not after the sampling
-    if tuple(model.classes) != tuple(clf.config.classes):
-        raise InputError(f"The evaluation runs on the procedural actions ({', '.join(clf.config.classes)}); this model's classes are "
-                         f"{', '.join(model.classes)}.")
+    model, name, ident, clf, clf_name, net = _eval_models(checkpoint, classifier, i3d, device)
     size, frames = model.lfae.config.image_size, model.config.num_frames
-    if (size, frames) != (clf.config.image_size, clf.config.num_frames):
-        raise InputError(f"The motion classifier judges {clf.config.num_frames}-frame clips at {clf.config.image_size}²; this model makes "
-                         f"{frames}-frame clips at {size}².")
     sampler = default(sampler, model.config.sampler)
     real, reference = evaluation_clips(n_per_class, size, frames, model.classes, seed=data_seed)
     n = len(real["label"])
@@ -701,38 +761,15 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
     say(f"  generated in {sec * n:.0f} s ({sec:.2f} s per video)")
     reference["features"], _ = classify(clf, reference["video"])
     sets = dict(generated=(videos, states), real=(real["video"], None))
-    if reconstruction:
-        t0 = time.perf_counter()
-        sets["reconstructed"] = reconstruct_clips(model, real["video"], batch_size)
-        say(f"  reconstructed the real clips in {time.perf_counter() - t0:.0f} s")
-    if ladder:
-        t0 = time.perf_counter()
-        source = ProceduralActions(num_clips=int(real["index"].max()) + 1, size=size, split="test", seed=data_seed, actions=model.classes)
-        for key, v in exact_flow_clips(source, real["index"].tolist(), model.lfae.config.latent_size, frames).items(): sets[key] = (v, None)
-        say(f"  exact-flow ceilings in {time.perf_counter() - t0:.0f} s")
-    clf_name = "(model in memory)" if isinstance(classifier, MotionClassifier) else str(default(classifier, f"data_samples/{CLASSIFIER_FILE}"))
+    sets.update(_ceiling_sets(model, real, size, frames, reconstruction, ladder, batch_size, data_seed, say))
     result = dict(checkpoint=name, checkpoint_sha256=ident, classifier=clf_name,
                   settings=dict(n_per_class=n_per_class, clips=n, sampler=sampler, steps=steps if sampler == "ddim" else model.config.timesteps,
                                 eta=float(default(eta, model.config.eta)) if sampler == "ddim" else None,
                                 guidance=default(guidance, model.config.guidance), seed=seed, data_seed=data_seed, frames=frames, size=size,
                                 latent_size=model.lfae.config.latent_size, device=str(device)),
                   seconds_per_video=sec, classes=list(model.classes))
-    for key, (v, s) in sets.items():
-        feats, logits = classify(clf, v)
-        scores = _set_scores(reference, feats, logits, real["label"], real["appearance"], seed)
-        if key in ("generated", "reconstructed"):
-            scores["identity"] = {k: mean_std(x.tolist()) for k, x in identity_metrics(v, images, s).items()}
-        if key == "generated":                         # the DM's own frame 0 (anchoring off): frame 0 above is the LFAE's if anchored
-            scores["identity"].update(psnr_first_own=mean_std(psnr(own_first, images).tolist()),
-                                      ssim_first_own=mean_std(ssim(own_first, images).tolist()))
-            scores["anchored"] = bool(model.config.anchor_first_frame)
-        result[key] = scores
-    if exists(i3d):
-        t0 = time.perf_counter()
-        i3d_ref = i3d_features(net, reference["video"])
-        result["i3d"] = {k: frechet_distance(i3d_ref, i3d_features(net, v)) for k, (v, _) in sets.items()}
-        say(f"  I3D FVD in {time.perf_counter() - t0:.0f} s")
-    else: result["i3d"] = None
+    result.update(_score_sets(sets, clf, reference, real, images, own_first, model, seed))
+    result["i3d"] = _i3d_fvds(net, reference, sets, say) if exists(i3d) else None
     if stage1_clips:
         t0 = time.perf_counter()
         result["stage1"] = evaluate_stage1(model.lfae, ProceduralActions(num_clips=stage1_clips, size=size, split="test", seed=data_seed),
@@ -740,11 +777,8 @@ def evaluate(checkpoint: str | Path | LFDM | None = None, # an LFDM checkpoint (
         say(f"  stage one on {stage1_clips} clips in {time.perf_counter() - t0:.0f} s")
     result["seconds"] = time.perf_counter() - t_start
     out_dir = Path(out_dir)
-    with atomic_write(out_dir / "metrics.json") as tmp: tmp.write_text(json.dumps(jsonable(result), indent=1), encoding="utf-8")
-    with atomic_write(out_dir / "metrics.md") as tmp: tmp.write_text(format_metrics(result) + "\n", encoding="utf-8")
-    if gifs:
-        rows = [real["video"]] + ([sets["reconstructed"][0]] if reconstruction else []) + [videos]
-        result["gifs"] = [str(p) for p in write_class_gifs(out_dir / "gifs", rows, real["label"], model.classes)]
+    rows = [real["video"]] + ([sets["reconstructed"][0]] if reconstruction else []) + [videos]
+    _write_metrics(result, out_dir, rows if gifs else None, real["label"], model.classes)
     say(f"  wrote {out_dir / 'metrics.json'} and metrics.md ({result['seconds']:.0f} s in all)")
     return result
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import InputError, autocast_off, check_shape, exists
 from .regions import AntiAliasInterpolation2d, Hourglass, _check_grid, region_colors, region_grid
@@ -145,13 +146,6 @@ class PixelwiseFlowPredictor(nn.Module):
         self.revert_axis_swap = revert_axis_swap
         if scale_factor != 1: self.down = AntiAliasInterpolation2d(num_channels, scale_factor, down_mode)
 
-    def gaussian_difference(self, driving_params: dict, source_params: dict, h: int, w: int) -> torch.Tensor:
-        "G_d,k - G_s,k (eq. 3) with a zero map for the background in front: `b K+1 h w`."
-        covar = lambda p: p["covar"] if self.use_covar_heatmap else self.region_var
-        diff = (region_to_gaussian(driving_params["shift"], covar(driving_params), h, w, self.grid)
-                - region_to_gaussian(source_params["shift"], covar(source_params), h, w, self.grid))
-        return torch.cat([torch.zeros_like(diff[:, :1]), diff], dim=1)
-
     def forward(self, source_image: torch.Tensor, # `b C H W` in [0, 1]
                 driving_params: dict, # `RegionPredictor(driving)`: shift b K 2, covar b K 2 2, affine b K 2 2
                 source_params: dict, # `RegionPredictor(source)`, same keys
@@ -179,3 +173,12 @@ class PixelwiseFlowPredictor(nn.Module):
             occlusion = torch.sigmoid(occ_logits.float()) if exists(occ_logits) else x.new_ones(b, 1, h, w, dtype=torch.float32)
             flow = dense_flow(mask, sparse)
         return dict(flow=flow, occlusion=occlusion, mask=mask, sparse_motion=sparse, sparse_deformed=deformed, gaussian_difference=heat)
+
+# %% ../nbs/04_flow.ipynb #2e5972ac
+@patch
+def gaussian_difference(self: PixelwiseFlowPredictor, driving_params: dict, source_params: dict, h: int, w: int) -> torch.Tensor:
+    "G_d,k - G_s,k (eq. 3) with a zero map for the background in front: `b K+1 h w`."
+    covar = lambda p: p["covar"] if self.use_covar_heatmap else self.region_var
+    diff = (region_to_gaussian(driving_params["shift"], covar(driving_params), h, w, self.grid)
+            - region_to_gaussian(source_params["shift"], covar(source_params), h, w, self.grid))
+    return torch.cat([torch.zeros_like(diff[:, :1]), diff], dim=1)

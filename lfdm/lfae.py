@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import RANGE_TOLERANCE, InputError, _as_size, check_shape, check_unit_range, default, exists, explorer, get_device, coordinate_grid
 from .warp import warp, resize_flow, resize_occlusion
@@ -74,19 +75,6 @@ class LFAEConfig:
     betas: tuple = (0.5, 0.999)
     batch_size: int = 8
 
-    @classmethod
-    def tiny(cls, **kw) -> "LFAEConfig":
-        "64² images, small channels: trains on a CPU in minutes (static background, starts near 'copy the source')."
-        return replace(cls(learn_background=False, occlusion_bias_init=2.0), **kw)
-
-    @classmethod
-    def paper(cls, **kw) -> "LFAEConfig":
-        "The released MUG model: its sizes, training settings and computation (`compat='release'`; 128², ~66 M parameters)."
-        return replace(cls(image_size=128, region_block_expansion=32, region_max_features=1024, region_num_blocks=5,
-                           bg_block_expansion=32, bg_max_features=1024, bg_num_blocks=5, flow_block_expansion=64,
-                           flow_max_features=1024, flow_num_blocks=5, block_expansion=64, max_features=512,
-                           num_bottleneck_blocks=6, batch_size=100, compat="release"), **kw)
-
     def __post_init__(self):
         if self.compat not in COMPAT_MODES:
             raise InputError(f"compat must be 'lfdm' (lfdm's conventions) or 'release' (compute what the official release computes), "
@@ -99,20 +87,35 @@ class LFAEConfig:
                              f"resolution image_size * scale_factor must equal the generator's bottleneck size image_size / {down}.")
         self.scales, self.betas = tuple(self.scales), tuple(self.betas)
 
-    @property
-    def down_mode(self) -> str:
-        "The ×scale_factor down-sampling of both predictors (03_regions): 'centred' (lfdm) or 'release'."
-        return "release" if self.compat == "release" else "centred"
+# %% ../nbs/05_lfae.ipynb #8e5a2511
+@patch(cls_method=True)
+def tiny(cls: LFAEConfig, **kw) -> "LFAEConfig":
+    "64² images, small channels: trains on a CPU in minutes (static background, starts near 'copy the source')."
+    return replace(cls(learn_background=False, occlusion_bias_init=2.0), **kw)
 
-    @property
-    def grid(self) -> str:
-        "Positions of region statistics, Gaussians and candidate motions (03_regions' `region_grid`): 'centres' or 'corners'."
-        return "corners" if self.compat == "release" else "centres"
+@patch(cls_method=True)
+def paper(cls: LFAEConfig, **kw) -> "LFAEConfig":
+    "The released MUG model: its sizes, training settings and computation (`compat='release'`; 128², ~66 M parameters)."
+    return replace(cls(image_size=128, region_block_expansion=32, region_max_features=1024, region_num_blocks=5,
+                       bg_block_expansion=32, bg_max_features=1024, bg_num_blocks=5, flow_block_expansion=64,
+                       flow_max_features=1024, flow_num_blocks=5, block_expansion=64, max_features=512,
+                       num_bottleneck_blocks=6, batch_size=100, compat="release"), **kw)
 
-    @property
-    def latent_size(self) -> int:
-        "Side of the latent flow and of the features z = Phi(x)."
-        return self.image_size // 2 ** self.num_down_blocks
+# %% ../nbs/05_lfae.ipynb #2ffa1ceb
+@patch(as_prop=True)
+def down_mode(self: LFAEConfig) -> str:
+    "The ×scale_factor down-sampling of both predictors (03_regions): 'centred' (lfdm) or 'release'."
+    return "release" if self.compat == "release" else "centred"
+
+@patch(as_prop=True)
+def grid(self: LFAEConfig) -> str:
+    "Positions of region statistics, Gaussians and candidate motions (03_regions' `region_grid`): 'centres' or 'corners'."
+    return "corners" if self.compat == "release" else "centres"
+
+@patch(as_prop=True)
+def latent_size(self: LFAEConfig) -> int:
+    "Side of the latent flow and of the features z = Phi(x)."
+    return self.image_size // 2 ** self.num_down_blocks
 
 # %% ../nbs/05_lfae.ipynb #b943e1d8
 class ResBlock2d(nn.Module):

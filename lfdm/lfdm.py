@@ -29,13 +29,17 @@ from .unet3d import UNet3D, UNet3DConfig
 from .warp import flow_to_rgb, identity_grid
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CONFIG_LIMITS', 'MAX_WIDTH', 'MUG_CLASSES', 'MAX_GUIDANCE', 'save_checkpoint', 'load_checkpoint',
-           'check_config_cost', 'config_from_dict', 'LFDMConfig', 'LFDM', 'keep_in_frame', 'encode_clips',
-           'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm', 'bundled_checkpoint',
-           'plot_generated', 'denoising_explorer', 'guidance_explorer', 'motion_features', 'knn_classify']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_CHECKS', 'MUG_CLASSES', 'MAX_FRAMES', 'MAX_GUIDANCE', 'CONFIG_LIMITS', 'MAX_WIDTH',
+           'save_checkpoint', 'load_checkpoint', 'config_from_dict', 'LFDMConfig', 'LFDM', 'keep_in_frame',
+           'encode_clips', 'EncodedClips', 'fit_dm', 'save_lfae', 'save_lfdm', 'load_lfae', 'load_lfdm',
+           'bundled_checkpoint', 'plot_generated', 'denoising_explorer', 'guidance_explorer', 'motion_features',
+           'knn_classify', 'check_config_cost']
 
 # %% ../nbs/08_lfdm.ipynb #e4c1363d
 CHECKPOINT_FORMAT = "lfdm-checkpoint"
+# Checks every load runs on what a file holds: "file" ones get the path before anything is read, "contents" ones the loaded
+# dict and the path. The appendix of this notebook registers them (sizes, costs, finite weights); importing lfdm.lfdm does too.
+CHECKPOINT_CHECKS: dict[str, list[Callable]] = dict(file=[], contents=[])
 
 def _plain(x):
     "Config values as plain Python (tuples → lists), safe for `weights_only` loading."
@@ -69,7 +73,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if path.is_dir(): raise InputError(f"Checkpoint {path} is a folder; give the checkpoint file in it (e.g. {path}/checkpoints/best.pt of a run).")
     if not path.is_file(): raise InputError(f"Checkpoint {path} is not a regular file (a device, pipe or socket); give a checkpoint file.")
     if path.stat().st_size == 0: raise InputError(f"Checkpoint {path} is empty (0 bytes): the save that wrote it did not finish.")
-    _check_unpacked_size(path)
+    for check in CHECKPOINT_CHECKS["file"]: check(path)                     # e.g. refuse a zip bomb unread (appendix)
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if "Weights only load failed" in str(e) and "GLOBAL" in str(e):          # torch refused a pickled object: never load it otherwise
@@ -84,144 +88,8 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if exists(kind) and ckpt["kind"] != kind:
         stage = {"lfae": " (stage one)", "lfdm": " (stage two)"}.get(ckpt["kind"], "")
         raise InputError(f"{path} is a checkpoint of the {ckpt['kind'].upper()}{stage}, but a {kind.upper()} checkpoint is needed here.")
-    _check_stored_sizes(ckpt, path)
-    _check_finite_weights(ckpt, path)
+    for check in CHECKPOINT_CHECKS["contents"]: check(ckpt, path)            # e.g. absurd stored sizes, NaN weights (appendix)
     return ckpt
-
-# %% ../nbs/08_lfdm.ipynb #671c05cc
-def _check_unpacked_size(path: Path):
-    "Refuse a checkpoint whose contents would unpack to more than `LIMITS` allow, from its zip directory, before anything is read."
-    try:
-        with zipfile.ZipFile(path) as z: unpacked = sum(i.file_size for i in z.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError): return              # not a zip (torch.load says what it is) or unreadable
-    fix = "nothing was read from it (the file is damaged or was not written by torch.save)"
-    over_limit(unpacked, "checkpoint_bytes", f"Checkpoint {path}", "its contents unpacked", fix)
-    ratio = unpacked / path.stat().st_size                               # torch stores tensors uncompressed: about 1
-    if unpacked > 2 ** 20: over_limit(round(ratio, 1), "checkpoint_expansion", f"Checkpoint {path}",
-                                      f"{unpacked:,} bytes unpacked from {path.stat().st_size:,} on disk", fix)
-
-# Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
-# damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
-
-# %% ../nbs/08_lfdm.ipynb #3beb87da
-# far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold. Within them a
-# product of sizes can still be huge (a U-Net of dim 4096 has 10.9 billion weights; 256 frames of 512² latents need 1.3 TB), so
-# `_check_cost` then measures both models on the meta device against 00_core's `LIMITS`, and the step counts are bounded there too.
-CONFIG_LIMITS = {
-    "lfae": dict(image_size=(8, 2048), num_channels=(1, 4), num_regions=(1, 256),
-                 region_block_expansion=(1, 1024), region_max_features=(1, 8192), region_num_blocks=(0, 10),
-                 bg_block_expansion=(1, 1024), bg_max_features=(1, 8192), bg_num_blocks=(0, 10),
-                 flow_block_expansion=(1, 1024), flow_max_features=(1, 8192), flow_num_blocks=(0, 10),
-                 block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
-                 batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0), temperature=(1e-4, 1e4)),
-    "lfdm": dict(num_frames=(2, 256), timesteps=(1, "timesteps"), sampling_steps=(1, "sampling_steps"), batch_size=(1, 65536),
-                 guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6), eta=(0.0, 1.0)),
-    "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
-                 attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
-                 rel_pos_buckets=(1, 4096), rel_pos_max_distance=(1, 1_000_000), num_frames=(1, 1024), image_size=(1, 1024)),
-}
-
-MAX_WIDTH = 8192           # the U-Net's widest level, dim x max(dim_mults)
-
-_OPTIONAL = {"num_classes", "region_scale_factor"}          # may be None
-
-def _check_section(d, limits: dict, path, name: str) -> dict:
-    "Check the sizes in one stored config dict `d` against `limits`; `name` is how the message calls it ('config', 'lfae config')."
-    if not isinstance(d, dict):
-        raise InputError(f"Checkpoint {path}: its stored {name} is a {type(d).__name__}, not a mapping of settings; the file is damaged.")
-    for key, (lo, hi) in limits.items():
-        if key not in d or (d[key] is None and key in _OPTIONAL): continue
-        v, what = d[key], f"{name}.{key} = {d[key]!r}"
-        where = f" (lfdm.core.LIMITS['{hi}'])" if isinstance(hi, str) else ""          # a bound from 00_core's table, read now
-        if isinstance(hi, str): hi = LIMITS[hi]
-        if isinstance(lo, float):
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
-        else: ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-        if not ok:
-            raise InputError(f"Checkpoint {path}: its stored {what} is not {'a number' if isinstance(lo, float) else 'an integer'} "
-                             f"from {lo} to {hi}{where}; the file is damaged or was edited (nothing was built from it).")
-    for key, v in d.items():                                   # every other number must at least be finite (NaN passes every `<`)
-        if key not in limits and isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {v!r} is not a finite number; the file is damaged or was edited.")
-    return d
-
-# %% ../nbs/08_lfdm.ipynb #9f17091c
-def _check_stored_sizes(ckpt: dict, path):
-    "Refuse a checkpoint whose stored config asks for absurd sizes, before any model is built from it (`CONFIG_LIMITS`)."
-    kind = ckpt["kind"]
-    if kind == "lfae": _check_list(_check_section(ckpt.get("config"), CONFIG_LIMITS["lfae"], path, "config"), "scales", 8, 1e-3, 1.0, path, "config")
-    if kind == "lfae": _check_cost(ckpt, path)
-    if kind != "lfdm": return
-    config = _check_section(ckpt.get("config"), CONFIG_LIMITS["lfdm"], path, "config")
-    classes = config.get("classes", ())
-    if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes):
-        raise InputError(f"Checkpoint {path}: its stored config.classes is not a list of 1 to 100000 class names; the file is damaged.")
-    unet = _check_section(config.get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
-    mults = _check_list(unet, "dim_mults", 8, 1, 64, path, "config.unet")
-    if mults and unet.get("dim", 32) * max(mults) > MAX_WIDTH:
-        raise InputError(f"Checkpoint {path}: its stored config.unet asks for a level of {unet.get('dim', 32) * max(mults)} channels "
-                         f"(dim x max(dim_mults)), more than {MAX_WIDTH}; the file is damaged or was edited (nothing was built from it).")
-    if isinstance(ckpt.get("lfae"), dict):
-        lfae_config = _check_section(ckpt["lfae"].get("config"), CONFIG_LIMITS["lfae"], path, "lfae config")
-        _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
-    _check_cost(ckpt, path)
-
-# %% ../nbs/08_lfdm.ipynb #bdb71207
-def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
-    "A stored list of 1 to `n_max` numbers in [lo, hi] (ints if `lo` is an int), e.g. the U-Net's `dim_mults`; [] if absent."
-    if key not in d: return []
-    v, ints = d[key], isinstance(lo, int)
-    ok = isinstance(v, (list, tuple)) and 1 <= len(v) <= n_max and all(
-        isinstance(m, int if ints else numbers.Real) and not isinstance(m, bool) and lo <= m <= hi for m in v)
-    if not ok:
-        raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {str(v)[:60]} is not a list of 1 to {n_max} "
-                         f"{'integers' if ints else 'numbers'} from {lo} to {hi}; the file is damaged or was edited (nothing was built from it).")
-    return list(v)
-
-def _check_finite_weights(ckpt: dict, path):
-    "Refuse NaN or infinite weights, naming the file and the first such tensor: they would only give an all-NaN video later."
-    parts = [ckpt.get("state_dict")] + ([ckpt["lfae"].get("state_dict")] if isinstance(ckpt.get("lfae"), dict) else [])
-    for state in parts:
-        if not isinstance(state, dict): continue
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all():
-                raise InputError(f"Checkpoint {path} has NaN or infinite weights (in {k}): the run that wrote it diverged or the file "
-                                 "is damaged; use an earlier checkpoint.")
-
-def _built(path, build: Callable):
-    "`build()`, with any failure other than an `InputError` reported as a damaged checkpoint (a stored config of the wrong types)."
-    try: return build()
-    except InputError as e:                                                      # e.g. a config check: say which file it came from
-        if str(path) in str(e): raise
-        raise InputError(f"Checkpoint {path}: {e}") from None
-    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
-        reason = " ".join(str(e).split())[:120]                                  # one line, however long torch's message is
-        raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
-                         "the file is damaged or was edited.") from None
-
-def check_config_cost(whose: str, # how messages begin, e.g. "Checkpoint run.pt: its stored" or "The config's"
-                      lfae: LFAEConfig, # stage one
-                      unet: UNet3DConfig | None = None, # stage two's U-Net (None: stage one only)
-                      num_frames: int = 16, # frames the U-Net denoises at once
-                      fix: str = "use smaller sizes", # what the user can do instead
-                     ):
-    "Refuse configs whose models exceed `LIMITS` (weights, or one sample's activations), measured on the meta device before any is built."
-    s, n = lfae.image_size, lfae.latent_size
-    check_model_cost(f"{whose} LFAE ({s}² images)", lambda: LFAE(lfae), (1, 3, s, s), (1, 3, s, s), key=f"lfae {lfae!r}", fix=fix)
-    if unet is None: return
-    check_model_cost(f"{whose} U-Net ({num_frames} frames of {n}² latents)", lambda: UNet3D(unet), (1, unet.channels, num_frames, n, n),
-                     (1,), (1, unet.cond_channels, n, n), key=f"unet {unet!r} {num_frames} {n}", fix=fix)
-
-def _check_cost(ckpt: dict, path):
-    "Refuse a checkpoint whose stored configs build a model over `LIMITS` (`check_config_cost`), before building it."
-    part = ckpt if ckpt["kind"] == "lfae" else ckpt.get("lfae")
-    if not isinstance(part, dict) or not isinstance(part.get("config"), dict): return
-    fix = "nothing was built from it (a damaged or edited file, or a model larger than lfdm allows by default)"
-    lfae_config = _built(path, lambda: config_from_dict(LFAEConfig, part["config"], "lfae config"))
-    if ckpt["kind"] != "lfdm": return _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, fix=fix))
-    u = _built(path, lambda: config_from_dict(UNet3DConfig, ckpt["config"].get("unet", {}), "config.unet"))
-    f = ckpt["config"].get("num_frames", u.num_frames)                          # stored configs are complete; bounds checked above
-    _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, u, f, fix))
 
 # %% ../nbs/08_lfdm.ipynb #0ad55c94
 def config_from_dict(cls, d: dict, name: str = "config"):
@@ -235,6 +103,17 @@ def config_from_dict(cls, d: dict, name: str = "config"):
         sub = hints.get(k) if is_dataclass(hints.get(k)) else None              # a nested config, e.g. LFDMConfig.unet
         kw[k] = config_from_dict(sub, v, f"{name}.{k}") if sub and isinstance(v, dict) else (tuple(v) if isinstance(v, list) else v)
     return cls(**kw)
+
+def _built(path, build: Callable):
+    "`build()`, with any failure other than an `InputError` reported as a damaged checkpoint (a stored config of the wrong types)."
+    try: return build()
+    except InputError as e:                                                      # e.g. a config check: say which file it came from
+        if str(path) in str(e): raise
+        raise InputError(f"Checkpoint {path}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:120]                                  # one line, however long torch's message is
+        raise InputError(f"Checkpoint {path}: no model can be built from its stored config ({type(e).__name__}: {reason}); "
+                         "the file is damaged or was edited.") from None
 
 # %% ../nbs/08_lfdm.ipynb #daee2742
 MUG_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
@@ -293,6 +172,7 @@ class LFDMConfig:
             raise InputError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {self.eta!r}.")
 
 # %% ../nbs/08_lfdm.ipynb #37cdb37e
+MAX_FRAMES = 256           # frames one generated or stored clip may have (the paper's: 40)
 MAX_GUIDANCE = 100.0       # classifier-free guidance scales in use are 1 to 15; far larger ones only overflow to NaN
 
 class LFDM(nn.Module):
@@ -474,7 +354,7 @@ def sample(self: LFDM, image: torch.Tensor, # `b 3 H W` (or `3 H W`) first frame
     # the options first, before any work; `guidance < 0` alone would let NaN through (NaN fails every comparison)
     if guidance is not None: check_number(guidance, "guidance", 0, MAX_GUIDANCE)
     if steps is not None: steps = check_int(steps, "the number of sampling steps", 1, c.timesteps)
-    if num_frames is not None: num_frames = check_int(num_frames, "num_frames", 2, CONFIG_LIMITS["lfdm"]["num_frames"][1])
+    if num_frames is not None: num_frames = check_int(num_frames, "num_frames", 2, MAX_FRAMES)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {generator!r}.")
     if not isinstance(image, torch.Tensor): raise InputError(f"image must be a torch tensor (b, 3, H, W) in [0, 1], got a {type(image).__name__}.")
@@ -736,3 +616,130 @@ def knn_classify(query: torch.Tensor, # `n d` motion features
     labels = reference_labels[nn_idx]
     votes = torch.zeros(len(query), int(reference_labels.max()) + 1).scatter_add_(1, labels, torch.linspace(1.0, 0.9, k).expand_as(labels).contiguous())
     return votes.argmax(1)
+
+# %% ../nbs/08_lfdm.ipynb #671c05cc
+def _check_unpacked_size(path: Path):
+    "Refuse a checkpoint whose contents would unpack to more than `LIMITS` allow, from its zip directory, before anything is read."
+    try:
+        with zipfile.ZipFile(path) as z: unpacked = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError): return              # not a zip (torch.load says what it is) or unreadable
+    fix = "nothing was read from it (the file is damaged or was not written by torch.save)"
+    over_limit(unpacked, "checkpoint_bytes", f"Checkpoint {path}", "its contents unpacked", fix)
+    ratio = unpacked / path.stat().st_size                               # torch stores tensors uncompressed: about 1
+    if unpacked > 2 ** 20: over_limit(round(ratio, 1), "checkpoint_expansion", f"Checkpoint {path}",
+                                      f"{unpacked:,} bytes unpacked from {path.stat().st_size:,} on disk", fix)
+
+# %% ../nbs/08_lfdm.ipynb #3beb87da
+# Generous bounds on the sizes a stored config may ask for. A model is built from its config *before* its weights are loaded, so a
+# damaged or hostile file whose config says num_frames=100000 would allocate gigabytes before anything else fails. The bounds are
+# far above the paper's model (128² frames, 40 frames, 1024 features) and far below what a CPU or GPU could hold. Within them a
+# product of sizes can still be huge (a U-Net of dim 4096 has 10.9 billion weights; 256 frames of 512² latents need 1.3 TB), so
+# `_check_cost` then measures both models on the meta device against 00_core's `LIMITS`, and the step counts are bounded there too.
+CONFIG_LIMITS = {
+    "lfae": dict(image_size=(8, 2048), num_channels=(1, 4), num_regions=(1, 256),
+                 region_block_expansion=(1, 1024), region_max_features=(1, 8192), region_num_blocks=(0, 10),
+                 bg_block_expansion=(1, 1024), bg_max_features=(1, 8192), bg_num_blocks=(0, 10),
+                 flow_block_expansion=(1, 1024), flow_max_features=(1, 8192), flow_num_blocks=(0, 10),
+                 block_expansion=(1, 1024), max_features=(1, 8192), num_down_blocks=(0, 8), num_bottleneck_blocks=(0, 64),
+                 batch_size=(1, 65536), scale_factor=(1e-3, 1.0), region_scale_factor=(1e-3, 1.0), temperature=(1e-4, 1e4)),
+    "lfdm": dict(num_frames=(2, MAX_FRAMES), timesteps=(1, "timesteps"), sampling_steps=(1, "sampling_steps"), batch_size=(1, 65536),
+                 guidance=(0.0, 100.0), flow_scale=(1e-6, 1e6), eta=(0.0, 1.0)),
+    "unet": dict(dim=(2, 4096), channels=(2, 64), cond_channels=(0, 8192), num_classes=(1, 100_000), cond_dim=(1, 8192),
+                 attn_heads=(1, 128), attn_dim_head=(1, 1024), init_kernel_size=(1, 31), resnet_groups=(1, 1024),
+                 rel_pos_buckets=(1, 4096), rel_pos_max_distance=(1, 1_000_000), num_frames=(1, 1024), image_size=(1, 1024)),
+}
+
+MAX_WIDTH = 8192           # the U-Net's widest level, dim x max(dim_mults)
+
+_OPTIONAL = {"num_classes", "region_scale_factor"}          # may be None
+
+def _check_section(d, limits: dict, path, name: str) -> dict:
+    "Check the sizes in one stored config dict `d` against `limits`; `name` is how the message calls it ('config', 'lfae config')."
+    if not isinstance(d, dict):
+        raise InputError(f"Checkpoint {path}: its stored {name} is a {type(d).__name__}, not a mapping of settings; the file is damaged.")
+    for key, (lo, hi) in limits.items():
+        if key not in d or (d[key] is None and key in _OPTIONAL): continue
+        v, what = d[key], f"{name}.{key} = {d[key]!r}"
+        where = f" (lfdm.core.LIMITS['{hi}'])" if isinstance(hi, str) else ""          # a bound from 00_core's table, read now
+        if isinstance(hi, str): hi = LIMITS[hi]
+        if isinstance(lo, float):
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+        else: ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        if not ok:
+            raise InputError(f"Checkpoint {path}: its stored {what} is not {'a number' if isinstance(lo, float) else 'an integer'} "
+                             f"from {lo} to {hi}{where}; the file is damaged or was edited (nothing was built from it).")
+    for key, v in d.items():                                   # every other number must at least be finite (NaN passes every `<`)
+        if key not in limits and isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {v!r} is not a finite number; the file is damaged or was edited.")
+    return d
+
+# %% ../nbs/08_lfdm.ipynb #9f17091c
+def _check_stored_sizes(ckpt: dict, path):
+    "Refuse a checkpoint whose stored config asks for absurd sizes, before any model is built from it (`CONFIG_LIMITS`)."
+    kind = ckpt["kind"]
+    if kind == "lfae": _check_list(_check_section(ckpt.get("config"), CONFIG_LIMITS["lfae"], path, "config"), "scales", 8, 1e-3, 1.0, path, "config")
+    if kind == "lfae": _check_cost(ckpt, path)
+    if kind != "lfdm": return
+    config = _check_section(ckpt.get("config"), CONFIG_LIMITS["lfdm"], path, "config")
+    classes = config.get("classes", ())
+    if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"Checkpoint {path}: its stored config.classes is not a list of 1 to 100000 class names; the file is damaged.")
+    unet = _check_section(config.get("unet", {}), CONFIG_LIMITS["unet"], path, "config.unet")
+    mults = _check_list(unet, "dim_mults", 8, 1, 64, path, "config.unet")
+    if mults and unet.get("dim", 32) * max(mults) > MAX_WIDTH:
+        raise InputError(f"Checkpoint {path}: its stored config.unet asks for a level of {unet.get('dim', 32) * max(mults)} channels "
+                         f"(dim x max(dim_mults)), more than {MAX_WIDTH}; the file is damaged or was edited (nothing was built from it).")
+    if isinstance(ckpt.get("lfae"), dict):
+        lfae_config = _check_section(ckpt["lfae"].get("config"), CONFIG_LIMITS["lfae"], path, "lfae config")
+        _check_list(lfae_config, "scales", 8, 1e-3, 1.0, path, "lfae config")
+    _check_cost(ckpt, path)
+
+# %% ../nbs/08_lfdm.ipynb #bdb71207
+def _check_list(d: dict, key: str, n_max: int, lo, hi, path, name: str) -> list:
+    "A stored list of 1 to `n_max` numbers in [lo, hi] (ints if `lo` is an int), e.g. the U-Net's `dim_mults`; [] if absent."
+    if key not in d: return []
+    v, ints = d[key], isinstance(lo, int)
+    ok = isinstance(v, (list, tuple)) and 1 <= len(v) <= n_max and all(
+        isinstance(m, int if ints else numbers.Real) and not isinstance(m, bool) and lo <= m <= hi for m in v)
+    if not ok:
+        raise InputError(f"Checkpoint {path}: its stored {name}.{key} = {str(v)[:60]} is not a list of 1 to {n_max} "
+                         f"{'integers' if ints else 'numbers'} from {lo} to {hi}; the file is damaged or was edited (nothing was built from it).")
+    return list(v)
+
+def _check_finite_weights(ckpt: dict, path):
+    "Refuse NaN or infinite weights, naming the file and the first such tensor: they would only give an all-NaN video later."
+    parts = [ckpt.get("state_dict")] + ([ckpt["lfae"].get("state_dict")] if isinstance(ckpt.get("lfae"), dict) else [])
+    for state in parts:
+        if not isinstance(state, dict): continue
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all():
+                raise InputError(f"Checkpoint {path} has NaN or infinite weights (in {k}): the run that wrote it diverged or the file "
+                                 "is damaged; use an earlier checkpoint.")
+
+def check_config_cost(whose: str, # how messages begin, e.g. "Checkpoint run.pt: its stored" or "The config's"
+                      lfae: LFAEConfig, # stage one
+                      unet: UNet3DConfig | None = None, # stage two's U-Net (None: stage one only)
+                      num_frames: int = 16, # frames the U-Net denoises at once
+                      fix: str = "use smaller sizes", # what the user can do instead
+                     ):
+    "Refuse configs whose models exceed `LIMITS` (weights, or one sample's activations), measured on the meta device before any is built."
+    s, n = lfae.image_size, lfae.latent_size
+    check_model_cost(f"{whose} LFAE ({s}² images)", lambda: LFAE(lfae), (1, 3, s, s), (1, 3, s, s), key=f"lfae {lfae!r}", fix=fix)
+    if unet is None: return
+    check_model_cost(f"{whose} U-Net ({num_frames} frames of {n}² latents)", lambda: UNet3D(unet), (1, unet.channels, num_frames, n, n),
+                     (1,), (1, unet.cond_channels, n, n), key=f"unet {unet!r} {num_frames} {n}", fix=fix)
+
+def _check_cost(ckpt: dict, path):
+    "Refuse a checkpoint whose stored configs build a model over `LIMITS` (`check_config_cost`), before building it."
+    part = ckpt if ckpt["kind"] == "lfae" else ckpt.get("lfae")
+    if not isinstance(part, dict) or not isinstance(part.get("config"), dict): return
+    fix = "nothing was built from it (a damaged or edited file, or a model larger than lfdm allows by default)"
+    lfae_config = _built(path, lambda: config_from_dict(LFAEConfig, part["config"], "lfae config"))
+    if ckpt["kind"] != "lfdm": return _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, fix=fix))
+    u = _built(path, lambda: config_from_dict(UNet3DConfig, ckpt["config"].get("unet", {}), "config.unet"))
+    f = ckpt["config"].get("num_frames", u.num_frames)                          # stored configs are complete; bounds checked above
+    _built(path, lambda: check_config_cost(f"Checkpoint {path}: its stored", lfae_config, u, f, fix))
+
+# %% ../nbs/08_lfdm.ipynb #4f5052f4
+# every load_checkpoint runs these from now on (in the package: from import on)
+CHECKPOINT_CHECKS.update(file=[_check_unpacked_size], contents=[_check_stored_sizes, _check_finite_weights])
