@@ -19,6 +19,12 @@ Batch sizes: the preset's on CUDA; on the CPU the paper sizes use batch 2 (LFAE)
 
 `--loss-check N` also trains the `tiny` LFAE for N real steps (procedural data, `lfdm.train.train`) once in float32 and once in bf16
 from the same seed, and writes the two loss curves to `benchmarks/results/loss_fp32_vs_bf16.png` with their mean relative gap.
+
+The README quotes two runs, each stored in its own pair of files in `benchmarks/results/` (`--json` for the .json, the printout for
+the .txt; tests/test_readme_numbers.py reads both), so that re-running one never overwrites the other:
+- `train_sizes.*`: the training table (`--sizes tiny paper --steps 3 --threads 1`, float32, written by this script as of commit
+  ac7ee75, before it had modes: a list of rows without `mode`);
+- `train.*`: the precision and layout table (`--sizes tiny --threads 1 --steps 10 --modes fp32 bf16 bf16-cl`, plus the compile run).
 """
 import argparse
 import json

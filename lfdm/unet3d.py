@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
+from fastcore.basics import patch
 
 from .core import InputError, check_shape, default, exists
 
@@ -385,9 +386,10 @@ class UNet3D(nn.Module):
         self.occlusion_map = nn.Sequential(block(2 * c.dim, c.dim), nn.Conv3d(c.dim, 1, 1))           # occlusion
 
 # %% ../nbs/07_unet3d.ipynb #33da91f7
-def _unet_condition(self, cond: torch.Tensor | None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: null for all
-                    null: torch.Tensor | bool | None, # `b` bool: True → the null condition for that sample
-                    b: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+@patch
+def condition(self: UNet3D, cond: torch.Tensor | None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: null for all
+              null: torch.Tensor | bool | None, # `b` bool: True → the null condition for that sample
+              b: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
     "The condition vectors `b cond_dim` (None for an unconditional model), with the null condition where asked."
     c = self.config
     if not c.conditioned:
@@ -417,10 +419,9 @@ def _unet_condition(self, cond: torch.Tensor | None, # 'class': `b` ids; 'embedd
     check_shape(cond, "b d", "cond (condition embeddings)", b=b, d=c.cond_dim)
     return torch.where(null[:, None], null_vec, cond.to(dtype))
 
-UNet3D.condition = _unet_condition
-
 # %% ../nbs/07_unet3d.ipynb #2c89960c
-def _unet_inputs(self, x: torch.Tensor, time, features: torch.Tensor | None, cond, null) -> tuple[torch.Tensor, torch.Tensor]:
+@patch
+def inputs(self: UNet3D, x: torch.Tensor, time, features: torch.Tensor | None, cond, null) -> tuple[torch.Tensor, torch.Tensor]:
     "Check the inputs and build the network's input `[x_t; z]` `b (channels + C) f h w` and the embedding `e = [time; condition]` `b emb`."
     c = self.config
     s = check_shape(x, "b c f h w", "x (noisy input)", c=c.channels)
@@ -445,15 +446,14 @@ def _unet_inputs(self, x: torch.Tensor, time, features: torch.Tensor | None, con
     if exists(cond_vec): emb = torch.cat([emb, cond_vec], dim=-1)                              # e = [time ; condition]
     return x, emb
 
-UNet3D.inputs = _unet_inputs
-
 # %% ../nbs/07_unet3d.ipynb #57c88d70
-def _unet_forward(self, x: torch.Tensor, # `b channels f h w`: the noisy x_t
-                  time: torch.Tensor | int | float, # `b` (or one number for all): diffusion steps 0..T-1, unscaled
-                  features: torch.Tensor | None, # `b C h w` (repeated over frames) or `b C f h w`: image features z; None if C = 0
-                  cond: torch.Tensor | None = None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: the null condition
-                  null: torch.Tensor | bool | None = None, # `b` bool: True → that sample gets the null condition
-                 ) -> torch.Tensor:
+@patch
+def forward(self: UNet3D, x: torch.Tensor, # `b channels f h w`: the noisy x_t
+            time: torch.Tensor | int | float, # `b` (or one number for all): diffusion steps 0..T-1, unscaled
+            features: torch.Tensor | None, # `b C h w` (repeated over frames) or `b C f h w`: image features z; None if C = 0
+            cond: torch.Tensor | None = None, # 'class': `b` ids; 'embedding': `b cond_dim`; None: the null condition
+            null: torch.Tensor | bool | None = None, # `b` bool: True → that sample gets the null condition
+           ) -> torch.Tensor:
     "`b channels f h w`: channels 0..channels-2 from the flow head, the last from the occlusion head."
     x, emb = self.inputs(x, time, features, cond, null)                                    # [x_t; z], e = [time; condition]
     f = x.shape[2]
@@ -478,5 +478,3 @@ def _unet_forward(self, x: torch.Tensor, # `b channels f h w`: the noisy x_t
         x = up(x)
     x = torch.cat([x, r], dim=1)
     return torch.cat([self.final_conv(x), self.occlusion_map(x)], dim=1)
-
-UNet3D.forward = _unet_forward

@@ -20,6 +20,8 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     parts = []
     for cell in nb["cells"]:
         src = "".join(cell["source"]).strip("\n")
+        shown = re.search(r"^# README shows: (\S+)", src, re.M)          # a hidden cell that writes a figure for README readers
+        if shown: parts.append(f'<img src="{shown.group(1)}" width="100%" alt="the output of the code above">')
         if not src or src.startswith("#| hide"): continue
         parts.append(src if cell["cell_type"] == "markdown" else f"```python\n{src}\n```")
     text = "\n\n".join(parts) + "\n"

@@ -1,8 +1,10 @@
-"""Every number in the README's and the model card's quality tables is the stored evaluation of the bundled checkpoint.
+"""Every number in the README's and the model card's tables is the stored evaluation or measurement it cites.
 
 The evaluations live in data_samples/eval/ (`lfdm eval ... --out`, metrics.json copied there with the checkpoint path made
 relative). They carry the SHA-256 of the checkpoint they scored, so a retrained `lfdm_tiny.pt` without a new evaluation fails here,
 and a new evaluation without updated tables fails too. A printed number matches when it equals the stored one rounded as printed.
+The README's benchmark tables (sampling, training, training precision, training objective) are checked alike against benchmarks/results/.
+Tables are found by their whole header line, so a renamed or reordered column fails here instead of passing unread.
 """
 import json
 import re
@@ -14,6 +16,7 @@ from lfdm.eval import checkpoint_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "data_samples" / "eval"
+RESULTS = ROOT / "benchmarks" / "results"
 SEEDS = (0, 3)
 README_ROWS = {  # the README's quality table (data seed 0): row label prefix -> key of metrics.json
     "real held-out clips": "real", "exact flow + occlusion at the 16² latent": "exact_latent",
@@ -24,6 +27,10 @@ CARD_ROWS = {  # the model card's table (data seeds 0 / 3)
     "exact flow at the latent, warp only": ("warp_latent",), "**LFAE reconstructions**": ("reconstructed",),
     "**generated**": ("generated",), "frame 0 copied": ("copy",)}
 NUMBER = re.compile(r"−?-?\d+(?:\.\d+)?")
+
+
+def readme_text() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def stored(seed: int) -> dict:
@@ -42,16 +49,19 @@ def same(printed: float, value: float, text: str) -> bool:
     return abs(printed - value) <= 0.5 * 10 ** -decimals + 1e-9
 
 
-def check(cell: str, values: list[float], where: str):
-    found = NUMBER.findall(cell)
+def check(cell: str, values: list[float], where: str, exact: bool = False):
+    "The numbers in `cell` are `values`, as rounded; with `exact`, no other number is printed there (code spans are skipped)."
+    found = NUMBER.findall(re.sub(r"`[^`]*`", "", cell))
     assert len(found) >= len(values), f"{where}: expected {len(values)} numbers in {cell!r}"
+    assert not exact or len(found) == len(values), f"{where}: {cell!r} prints {len(found)} numbers, the stored results give {len(values)}"
     for text, v in zip(found, values):
         assert same(float(text.replace("−", "-")), v, text), f"{where}: {text} is printed, the stored evaluation says {v:.4g}"
 
 
 def table(text: str, header_start: str) -> list[list[str]]:
     lines = text.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(header_start))
+    start = next((i for i, l in enumerate(lines) if l.startswith(header_start)), None)
+    assert start is not None, f"no table whose header starts with {header_start!r}"
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith("|"): break
@@ -70,7 +80,7 @@ def test_stored_evaluations_score_the_bundled_checkpoint(seed):
 
 def test_readme_quality_table_is_the_stored_evaluation():
     r = stored(0)
-    rows = table((ROOT / "README.md").read_text(encoding="utf-8"), "| set | classifier FVD")
+    rows = table(readme_text(), "| set | classifier FVD")
     seen = set()
     for label, fvd, kid, acc, psnr in rows:
         key = next(k for prefix, k in README_ROWS.items() if label.startswith(prefix))
@@ -84,7 +94,150 @@ def test_readme_quality_table_is_the_stored_evaluation():
             check(psnr, [s["identity"]["psnr_first"][0]] + own, f"README {label} frame 0 PSNR")
     assert seen == set(README_ROWS.values()), f"README's quality table lacks rows for {set(README_ROWS.values()) - seen}"
     clips = r["settings"]["clips"]
-    assert f"{clips} clips generated" in (ROOT / "README.md").read_text(encoding="utf-8"), f"the README should say {clips} clips"
+    assert f"{clips} clips generated" in readme_text(), f"the README should say {clips} clips"
+
+
+def results(name: str):
+    path = RESULTS / name
+    assert path.is_file(), f"{path} is missing: the README's table quotes it"
+    return json.loads(path.read_text(encoding="utf-8")) if name.endswith(".json") else path.read_text(encoding="utf-8")
+
+
+def test_readme_sampling_table_is_the_stored_benchmark():
+    "The README's sampling table is benchmarks/results/sampling.json (bench_sampling.py), run on the bundled checkpoint."
+    res = results("sampling.json")
+    meta = res["meta"]
+    assert meta["checkpoint_sha256"] == checkpoint_sha256(ROOT / "data_samples" / "lfdm_tiny.pt"), (
+        "benchmarks/results/sampling.json timed another checkpoint than the bundled lfdm_tiny.pt: re-run bench_sampling.py")
+    rows = table(readme_text(), "| setting | seconds / video | classifier FVD ↓ | KID ↓ | conditional accuracy ↑ |")
+    seen = set()
+    for label, secs, fvd, kid, acc in rows:
+        if label.startswith("real held-out clips"):
+            real = [r for r in res["rows"] if r["sampler"] == "real"]
+            assert len(real) == 1 and real[0]["seconds_per_video"] == 0, "sampling.json should hold one untimed real row"
+            s = [real[0]]
+            check(label, [meta["clips_per_setting"]], f"README sampling {label}", exact=True)
+            seen.add(("real", 0, None))
+        else:
+            m = re.fullmatch(r"DDIM-(\d+), w = ([\d./ ]+)", label)
+            assert m, f"README sampling table: a row {label!r} the test cannot read"
+            steps, ws = int(m[1]), [float(w) for w in m[2].split("/")]
+            s = []
+            for w in ws:
+                match = [r for r in res["rows"] if r["sampler"] == "ddim" and r["steps"] == steps and r["guidance"] == w]
+                assert len(match) == 1, f"sampling.json has {len(match)} rows for DDIM-{steps}, w = {w}"
+                assert match[0]["eta"] == 1, f"README's sampling table is for the bundled η = 1; sampling.json's DDIM-{steps}, w = {w} used {match[0]['eta']}"
+                s.append(match[0]); seen.add(("ddim", steps, w))
+        check(secs, [r["seconds_per_video"] for r in s if r["sampler"] != "real"], f"README sampling {label} seconds", exact=True)
+        check(fvd, [r["classifier_fvd"] for r in s], f"README sampling {label} FVD", exact=True)
+        check(kid, [r["kid"] for r in s], f"README sampling {label} KID", exact=True)
+        check(acc, [100 * r["accuracy"] for r in s], f"README sampling {label} accuracy", exact=True)
+    stored_rows = {(r["sampler"], r["steps"], r["guidance"]) for r in res["rows"]}
+    assert seen == stored_rows, f"README's sampling table lacks sampling.json's rows {stored_rows - seen}"
+
+
+def test_readme_precision_table_is_the_stored_benchmark():
+    "The README's precision/layout table is benchmarks/results/train.json (quiet run) and train.txt (the compile run)."
+    res, txt = results("train.json"), results("train.txt")
+    by = {(r["stage"], r["mode"]): r for r in res["rows"] if r["size"] == "tiny"}
+    header = "| stage (`tiny`, batch 8) | fp32 | bf16 autocast | bf16 + channels_last | bf16 + `torch.compile` |"
+    batches = {r["batch"] for r in by.values()}
+    assert len(batches) == 1, f"train.json's tiny runs use several batch sizes {batches}; the README's header gives one"
+    check(header.split("|")[1], list(batches), "README precision header batch", exact=True)
+    assert re.search(r"^stage\s+size\s+mode\s+params\s+batch\s+it/s\s+ratio\s+samples/s\s+peak GiB\s+compile s", txt, re.M), (
+        "train.txt's column header changed: the compile run's columns below are read by position")
+    compiled = {m[1]: m[2] for m in re.finditer(r"^(lfae|dm)\s+tiny\s+bf16-compile\s+(.*)$", txt, re.M)}
+    seen = set()
+    for label, fp32, bf16, cl, comp in table(readme_text(), header):
+        stage = label.lower()
+        assert stage in ("lfae", "dm"), f"README precision table: a row {label!r} the test cannot read"
+        base = by[(stage, "fp32")]
+        check(fp32, [base["it_per_s"], 1], f"README precision {label} fp32", exact=True)
+        for cell, mode in ((bf16, "bf16"), (cl, "bf16-cl")):
+            r = by[(stage, mode)]
+            check(cell, [r["it_per_s"] / base["it_per_s"]], f"README precision {label} {mode} (from it/s)", exact=True)
+            check(cell, [r["ratio"]], f"README precision {label} {mode} (stored ratio)", exact=True)
+        assert stage in compiled, f"train.txt records no bf16-compile run for the {label}"
+        if comp.startswith("fails"):
+            assert compiled[stage].startswith("failed") and "replication_pad2d_backward" in compiled[stage] and "replication_pad2d_backward" in comp
+            torch_v = re.search(r"torch (\d+\.\d+)", compiled[stage])[1]
+            check(comp, [float(torch_v)], f"README precision {label} compile (torch version)", exact=True)
+        else:
+            f = compiled[stage].split()                               # train.txt's columns after mode: params batch it/s ratio
+            it, ratio, secs = float(f[2]), float(f[3]), float(f[6])  # samples/s peak GiB compile s
+            base_it = float(re.search(r"that run's fp32, ([\d.]+) it/s", compiled[stage])[1])
+            check(comp, [it / base_it, secs], f"README precision {label} compile", exact=True)
+            check(comp, [ratio], f"README precision {label} compile (stored ratio)")
+        seen.add(stage)
+    assert seen == {"lfae", "dm"}, f"README's precision table lacks {({'lfae', 'dm'} - seen)}"
+
+
+def test_readme_training_table_is_the_stored_benchmark():
+    "The README's training table (sizes, float32) is benchmarks/results/train_sizes.json and its printout train_sizes.txt."
+    from lfdm.lfae import LFAEConfig
+    res, txt = results("train_sizes.json"), results("train_sizes.txt")
+    by = {(r["stage"], r["size"]): r for r in res}
+    assert len(by) == len(res), "train_sizes.json holds a (stage, size) twice"
+    for r in res:                                                   # the printout is the same run as the JSON
+        line = rf"^{r['stage']}\s+{r['size']}\s+{r['params_M']}M\s+{r['batch']}\s+{r['it_per_s']}\s+{r['samples_per_s']}\s+{r['peak_GiB']}$"
+        assert re.search(line, txt, re.M), f"train_sizes.txt has no line for {r} as in train_sizes.json"
+    text = readme_text()
+    para = text[text.index("**Training** (`python benchmarks/bench_train.py"):]
+    para = " ".join(para[:para.index("\n\n")].split())
+    command = re.search(r"`python benchmarks/bench_train\.py --sizes ([a-z ]+) --steps (\d+) --threads (\d+)[^`]*`", para)
+    assert command, f"README training paragraph: the command is not the one this test reads: {para}"
+    assert command[1].split() == list(dict.fromkeys(r["size"] for r in res)), f"README says --sizes {command[1]}, train_sizes.json has others"
+    check(command[2], list({r["steps"] for r in res}), "README training --steps", exact=True)
+    threads = re.search(r"^# .*, cpu, torch threads (\d+); baseline \(python \+ torch \+ lfdm\) ([\d.]+) GiB resident$", txt, re.M)
+    assert threads, "train_sizes.txt's first line (device, threads, baseline memory) is not the one this test reads"
+    check(command[3], [int(threads[1])], "README training --threads", exact=True)
+    python = re.search(r"of which (\S+) GiB is Python \+ torch", para)
+    assert python, f"README training paragraph should give the baseline memory: {para}"
+    check(python[1], [float(threads[2])], "README training baseline GiB", exact=True)
+    cpu_batch = re.search(r"on the CPU the paper sizes run at (batch \S+ and \S+?)\)?:", para)
+    assert cpu_batch, f"README training paragraph should give the paper sizes' CPU batches: {para}"
+    check(cpu_batch[1], [by[("lfae", "paper")]["batch"], by[("dm", "paper")]["batch"]], "README training paper batches", exact=True)
+    seen = set()
+    for label, size, params, batch, it, samples, peak in table(text, "| stage | size | parameters | batch | it/s | samples/s | peak GiB |"):
+        m = re.fullmatch(r"(tiny|paper)(?: \((\d+)²\))?", size)
+        assert label.lower() in ("lfae", "dm") and m, f"README training table: a row {label!r} {size!r} the test cannot read"
+        if m[2]:                                                    # the image size of the preset the script builds for that size
+            preset = LFAEConfig.paper() if m[1] == "paper" else LFAEConfig.tiny(region_scale_factor=0.5)
+            check(m[2], [preset.image_size], f"README training {label} {size} (the preset's image size)", exact=True)
+        key = (label.lower(), m[1])
+        assert key in by, f"README training table: train_sizes.json has no {key} row"
+        r = by[key]
+        check(params, [r["params_M"]], f"README training {label} {size} parameters", exact=True)
+        check(batch, [r["batch"]], f"README training {label} {size} batch", exact=True)
+        check(it, [r["it_per_s"]], f"README training {label} {size} it/s", exact=True)
+        check(samples, [r["samples_per_s"]], f"README training {label} {size} samples/s", exact=True)
+        check(peak, [r["peak_GiB"]], f"README training {label} {size} peak GiB", exact=True)
+        seen.add(key)
+    assert seen == set(by), f"README's training table lacks train_sizes.json's rows {set(by) - seen}"
+
+
+OBJECTIVE_ROWS = {"ε (the release's; the bundled recipe)": "eps", "v": "v", "ε + min-SNR-5": "eps+min_snr"}
+
+
+def test_readme_objectives_table_is_the_stored_benchmark():
+    "The README's training-objective table is benchmarks/results/objectives.json (bench_objectives.py)."
+    from lfdm.diffusion import Diffusion
+    import inspect
+    res = results("objectives.json")
+    by = {(r["option"], r["step"]): r for r in res["rows"]}
+    steps = sorted({r["step"] for r in res["rows"]})
+    header = "| objective | classifier FVD at 250 / 500 steps | generated accuracy at 500 steps |"
+    check(header, steps + [steps[-1]], "README objectives header (the steps scored)", exact=True)
+    assert inspect.signature(Diffusion).parameters["snr_gamma"].default == 5 and not res["meta"]["overrides"], (
+        "the README's 'min-SNR-5' row assumes the default snr_gamma = 5 and no overrides")
+    seen = set()
+    for label, fvd, acc in table(readme_text(), header):
+        option = OBJECTIVE_ROWS.get(label.strip("*"))
+        assert option, f"README objectives table: a row {label!r} the test cannot read"
+        check(fvd, [by[(option, s)]["fvd"] for s in steps], f"README objectives {label} FVD", exact=True)
+        check(acc, [100 * by[(option, steps[-1])]["accuracy"]], f"README objectives {label} accuracy", exact=True)
+        seen.add(option)
+    assert seen == {r["option"] for r in res["rows"]}, f"README's objectives table lacks {({r['option'] for r in res['rows']} - seen)}"
 
 
 def test_model_card_table_is_the_stored_evaluation():
