@@ -1249,9 +1249,10 @@ def test_sigterm_and_sighup_stop_sampling_as_cleanly_as_ctrl_c(existing, signame
     """`docker stop`, Slurm and `kill` send SIGTERM, a closed terminal SIGHUP: the same clean stop as Ctrl-C, with the shell's exit code.
     Under `nohup` (SIGHUP ignored by the parent) SIGHUP must stay ignored: the run goes on until the SIGINT that follows."""
     script = "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))"
-    ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None
+    def dispositions():                          # what the child inherits, whatever the suite's own (nohup ignores SIGHUP for it)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignored else signal.SIG_DFL); signal.signal(signal.SIGINT, signal.SIG_DFL)
     p = subprocess.Popen([sys.executable, "-c", script, "demo", "--out", str(existing["out"]), "--steps", "1000"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ignore)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=dispositions)
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(1.5)
