@@ -315,3 +315,14 @@ def test_model_card_domain_numbers_are_the_stored_domain_run():
                 f"gives {s1['ink'][before]['gt_warp']['psnr']:.1f} dB",
                 f"(procedural reconstruction {s1['procedural'][before]['lfae']['psnr']:.2f} → {s1['procedural'][after]['lfae']['psnr']:.2f} dB)"]
     for text in expected: assert text in para, f"the model card's claim-4 paragraph should say {text!r}: {para}"
+
+
+def test_readme_data_table_is_the_stored_benchmark():
+    "The README's data-rendering table is benchmarks/results/data.txt (bench_data.py's own table), row for row, as printed."
+    header = "| size | frames | flow + occlusion | clips/s | ms/clip |"
+    stored_rows = table((RESULTS / "data.txt").read_text(encoding="utf-8"), header)
+    printed = table(readme_text(), header)
+    assert len(printed) == len(stored_rows), f"README data table has {len(printed)} rows, data.txt {len(stored_rows)}"
+    for mine, theirs in zip(printed, stored_rows):
+        assert mine[0].replace("×", "x") == theirs[0] and mine[1:3] == theirs[1:3], f"README data row {mine} is not data.txt's {theirs}"
+        check(" ".join(mine[3:]), numbers(" ".join(theirs[3:])), f"README data {mine[0]} {mine[2]}", exact=True)
