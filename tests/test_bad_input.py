@@ -1248,11 +1248,14 @@ def test_real_sigint_during_sampling_exits_130(tmp_path, existing, delay, inheri
 def test_sigterm_and_sighup_stop_sampling_as_cleanly_as_ctrl_c(existing, signame, code, ignored):
     """`docker stop`, Slurm and `kill` send SIGTERM, a closed terminal SIGHUP: the same clean stop as Ctrl-C, with the shell's exit code.
     Under `nohup` (SIGHUP ignored by the parent) SIGHUP must stay ignored: the run goes on until the SIGINT that follows."""
-    script = "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))"
-    def dispositions():                          # what the child inherits, whatever the suite's own (nohup ignores SIGHUP for it)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignored else signal.SIG_DFL); signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # the child starts with the dispositions this case is about, whatever the suite's own (under nohup SIGHUP is ignored for it);
+    # set before lfdm is imported, which is where lfdm reads them
+    hup = "SIG_IGN" if ignored else "SIG_DFL"
+    script = (f"import signal; signal.signal(signal.SIGHUP, signal.{hup}); signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+              "import sys, lfdm.cli; print('ready', flush=True); sys.exit(lfdm.cli.main(sys.argv[1:]))")
     p = subprocess.Popen([sys.executable, "-c", script, "demo", "--out", str(existing["out"]), "--steps", "1000"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=dispositions)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(1.5)
@@ -1395,3 +1398,12 @@ def test_review_cases_of_the_second_campaign(tmp_path):
     assert len(VideoFolder(root, size=16)) == 1                               # an unreadable CSV that lists no clips does not block 'auto'
     Image.new("RGB", (3000, 2000)).save(tmp_path / "photo.png")
     with pytest.warns(ImageResizedWarning, match="resized from 3000x2000 to 64x64"): load_image(tmp_path / "photo.png", size=64)
+
+
+def test_checkpoint_checks_are_registered_by_any_entry_point():
+    "load_checkpoint runs what CHECKPOINT_CHECKS holds (08's appendix registers it): importing any lfdm module that loads checkpoints fills it."
+    for module in ("lfdm.lfdm", "lfdm.eval", "lfdm.cli", "lfdm.train", "lfdm.claims", "lfdm.convert"):
+        code = (f"import {module}, lfdm.lfdm as L; c = L.CHECKPOINT_CHECKS; "
+                "assert c['file'] == [L._check_unpacked_size] and c['contents'] == [L._check_stored_sizes, L._check_finite_weights], c")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+        assert r.returncode == 0, f"importing {module}: {r.stderr[-500:]}"
