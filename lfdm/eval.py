@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from .core import InputError, atomic_write, check_shape, default, exists, get_device, show_image, write_video
 from .data import ACTIONS, ProceduralActions, sample_frame_indices
 from .diffusion import state_to_flows
-from .lfae import LFAE, evaluate_lfae, format_evaluation, psnr, ssim
+from .lfae import LFAE, evaluate_lfae, format_evaluation, occlusion_iou, psnr, ssim
 from .lfdm import LFDM, bundled_checkpoint, config_from_dict, keep_in_frame, load_checkpoint, load_lfdm, save_checkpoint
 from .warp import resize_flow, resize_occlusion, warp
 
@@ -34,8 +34,8 @@ __all__ = ['CLASSIFIER_FILE', 'I3D_HOW', 'I3D_INTERFACE', 'LADDER', 'render_clip
            'save_motion_classifier', 'load_motion_classifier', 'confusion_matrix', 'plot_confusion',
            'gaussian_frechet_distance', 'mean_and_covariance', 'frechet_distance', 'classifier_fvd',
            'polynomial_kernel', 'mmd2_unbiased', 'kid', 'conditional_accuracy', 'mean_std', 'grouped_frechet',
-           'identity_metrics', 'occlusion_iou', 'occlusion_scores', 'evaluate_stage1', 'format_stage1', 'load_i3d',
-           'i3d_features', 'i3d_fvd', 'evaluation_indices', 'evaluation_clips', 'generate_clips', 'reconstruct_clips',
+           'identity_metrics', 'occlusion_scores', 'evaluate_stage1', 'format_stage1', 'load_i3d', 'i3d_features',
+           'i3d_fvd', 'evaluation_indices', 'evaluation_clips', 'generate_clips', 'reconstruct_clips',
            'exact_flow_clips', 'plot_ladder', 'write_class_gifs', 'checkpoint_sha256', 'jsonable', 'evaluate',
            'format_metrics', 'plot_per_class', 'plot_real_vs_generated', 'sampling_configs', 'benchmark_sampling',
            'format_benchmark', 'plot_benchmark']
@@ -377,17 +377,6 @@ def identity_metrics(videos: torch.Tensor, # `b 3 f H W` generated (or reconstru
     return out
 
 # %% ../nbs/10_eval.ipynb #a8265891
-def occlusion_iou(predicted: torch.Tensor, # `b 1 h w` occlusion maps in [0, 1] (1 = visible), any resolution
-                  target: torch.Tensor, # `b 1 H W` ground truth (1 = visible in the source)
-                  threshold: float = 0.5, # below it, a pixel counts as occluded
-                 ) -> float:
-    "Intersection over union of the occluded pixels (pooled over the batch; 1 if neither map has any)."
-    check_shape(target, "b 1 H W", "target")
-    predicted = resize_occlusion(predicted.float(), tuple(target.shape[-2:]))
-    p, t = predicted < threshold, target < 0.5
-    union = (p | t).sum()
-    return float((p & t).sum() / union) if union > 0 else 1.0
-
 @torch.no_grad()
 def occlusion_scores(model: LFAE, # a trained LFAE
                      source, # a clip source with ground truth (`ProceduralActions`, test split)

@@ -24,7 +24,7 @@ from .flow import PixelwiseFlowPredictor
 # %% auto #0
 __all__ = ['COMPAT_MODES', 'LFAEConfig', 'ResBlock2d', 'Encoded', 'resize_grid', 'Generator', 'LFAEOutput', 'LFAE', 'ssim',
            'vgg19_layers', 'VGG19Features', 'ReconstructionLoss', 'RandomTPS', 'equivariance_losses', 'LFAETrainer',
-           'psnr', 'evaluate_lfae', 'format_evaluation', 'plot_lfae_inside', 'lfae_explorer']
+           'psnr', 'evaluate_lfae', 'format_evaluation', 'occlusion_iou', 'plot_lfae_inside', 'lfae_explorer']
 
 # %% ../nbs/05_lfae.ipynb #aa559546
 COMPAT_MODES = ("lfdm", "release")
@@ -523,6 +523,18 @@ def format_evaluation(result: dict) -> str:
     for k, r in result.items():
         lines.append(f"| {names.get(k, k)} | " + " | ".join(f"{r[c]:.{p}f}" for c, _, p in cols) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/05_lfae.ipynb #9cc2090a
+def occlusion_iou(predicted: torch.Tensor, # `b 1 h w` occlusion maps in [0, 1] (1 = visible), any resolution
+                  target: torch.Tensor, # `b 1 H W` ground truth (1 = visible in the source)
+                  threshold: float = 0.5, # below it, a pixel counts as occluded
+                 ) -> float:
+    "Intersection over union of the occluded pixels (pooled over the batch; 1 if neither map has any)."
+    check_shape(target, "b 1 H W", "target")
+    predicted = resize_occlusion(predicted.float(), tuple(target.shape[-2:]))
+    p, t = predicted < threshold, target < 0.5
+    union = (p | t).sum()
+    return float((p & t).sum() / union) if union > 0 else 1.0
 
 # %% ../nbs/05_lfae.ipynb #a24d62d6
 def plot_lfae_inside(model: "LFAE", # a trained LFAE
